@@ -1,0 +1,96 @@
+"""Output heads on top of the shared encoder: masked-LM, pooler, classification.
+
+The MLM head computes logits only at the masked positions (gather first, then project
+onto the vocabulary): with 15% masking that is ~7x less work and memory than a full
+[B, L, V] projection. Its output matrix is the encoder's own token table, reached
+through the encoder's `attend` (tied weights, no copy), plus a bias of its own.
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from common import encoder as encoder_lib
+
+Array = jax.Array
+
+
+def gather_positions(x_BxLxD: Array, positions_BxP: Array) -> Array:
+  """Picks rows of each sequence: x [B, L, D], positions [B, P] (int) -> [B, P, D]."""
+  return jnp.take_along_axis(x_BxLxD, positions_BxP[:, :, None].astype(jnp.int32),
+                             axis=1)
+
+
+class MaskedLMHead(nn.Module):
+  """BERT's LM head: Dense H -> E, activation, LayerNorm, tied table^T, output bias.
+
+  E is the embedding width (= H unless factorized, as ALBERT's and ELECTRA's heads).
+  Params: 'transform' (Dense), 'transform_layer_norm', 'output_bias' [V].
+  """
+  config: Any
+
+  @nn.compact
+  def __call__(self, hidden_BxLxH: Array, masked_positions_BxP: Array | None,
+               attend_fn: Callable[[Array], Array]) -> Array:
+    """Logits at the masked positions.
+
+    Args:
+      hidden_BxLxH: encoder output.
+      masked_positions_BxP: int positions to predict (None = every position, as
+        ELECTRA's all-tokens ablation).
+      attend_fn: the encoder's bound `attend` ([B, P, E] -> [B, P, V]).
+
+    Returns:
+      logits_BxPxV in float32.
+    """
+    spec = encoder_lib.EncoderSpec.from_config(self.config)
+    x_BxPxH = hidden_BxLxH
+    if masked_positions_BxP is not None:
+      x_BxPxH = gather_positions(hidden_BxLxH, masked_positions_BxP)
+    x_BxPxE = nn.Dense(
+        spec.embedding_size, dtype=spec.compute_dtype, param_dtype=jnp.float32,
+        kernel_init=encoder_lib.kernel_init(spec, ('embed', 'embed_out')),
+        bias_init=encoder_lib.zeros_init(('embed_out',)), name='transform')(x_BxPxH)
+    x_BxPxE = spec.activation(x_BxPxE)
+    x_BxPxE = encoder_lib.layer_norm(spec, 'embed_out', name='transform_layer_norm')(
+        x_BxPxE)
+    bias_V = self.param('output_bias', encoder_lib.zeros_init(('vocab',)),
+                        (spec.vocab_size,), jnp.float32)
+    return attend_fn(x_BxPxE).astype(jnp.float32) + bias_V
+
+
+class Pooler(nn.Module):
+  """BERT's pooler: tanh(Dense(hidden at position 0, the [CLS] token)): -> pooled_BxH."""
+  config: Any
+
+  @nn.compact
+  def __call__(self, hidden_BxLxH: Array) -> Array:
+    spec = encoder_lib.EncoderSpec.from_config(self.config)
+    cls_BxH = hidden_BxLxH[:, 0]
+    return jnp.tanh(nn.Dense(
+        spec.hidden_size, dtype=spec.compute_dtype, param_dtype=jnp.float32,
+        kernel_init=encoder_lib.kernel_init(spec, ('embed', 'embed_out')),
+        bias_init=encoder_lib.zeros_init(('embed_out',)), name='dense')(cls_BxH))
+
+
+class ClassificationHead(nn.Module):
+  """pooled_BxH -> (dropout) -> Dense -> float32 logits_BxC (NSP/SOP: C = 2).
+
+  dropout_rate is 0 for pretraining (BERT's NSP head has none); fine-tuning sets it to
+  the encoder's hidden dropout, as BertForSequenceClassification.
+  """
+  config: Any
+  num_classes: int = 2
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, pooled_BxH: Array, *, deterministic: bool = True) -> Array:
+    spec = encoder_lib.EncoderSpec.from_config(self.config)
+    x_BxH = nn.Dropout(self.dropout_rate)(pooled_BxH, deterministic=deterministic)
+    logits_BxC = nn.Dense(
+        self.num_classes, dtype=spec.compute_dtype, param_dtype=jnp.float32,
+        kernel_init=encoder_lib.kernel_init(spec, ('embed', 'classes')),
+        bias_init=encoder_lib.zeros_init(('classes',)), name='dense')(x_BxH)
+    return logits_BxC.astype(jnp.float32)

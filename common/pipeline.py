@@ -1,0 +1,165 @@
+"""The input pipeline: corpus -> tokenize -> build examples -> mask -> batch.
+
+Built on grain's `MapDataset`, which is indexable: the example at global position i of
+the infinite, per-epoch reshuffled stream is a pure function of (seed, i). That makes
+the pipeline deterministic from the seed and resumable at any step, and lets every host
+read only its own rows (`ds[process_index::process_count]`).
+
+Masking follows the experiment's `masking.dynamic` switch:
+- dynamic (RoBERTa, fairseq): a fresh mask every time an example is seen, seeded by
+  (seed, example uid, epoch);
+- static (BERT, create_pretraining_data.py): `dupe_factor` copies of the data are built,
+  each with its own segmentation and its own fixed mask, and the stream cycles over them.
+"""
+
+from collections.abc import Sequence
+import dataclasses
+from typing import Any
+
+import grain
+import numpy as np
+
+from common import masking
+from common import packing
+from common.errors import UserError
+from common.tokenizer import Tokenizer
+
+PACKINGS = ('full_sentences', 'doc_sentences', 'segment_pairs')
+PAIR_LABEL_KEYS = {'nsp': 'next_sentence_label', 'sop': 'sentence_order_label'}
+
+
+def special_ids(tokenizer: Tokenizer) -> packing.SpecialIds:
+  return packing.SpecialIds(pad=tokenizer.pad_id, cls=tokenizer.cls_id,
+                            sep=tokenizer.sep_id, mask=tokenizer.mask_id)
+
+
+def tokenize_corpus(docs: Sequence[Sequence[str]],
+                    tokenizer: Tokenizer) -> list[list[np.ndarray]]:
+  """Documents of sentences -> documents of int32 token-id arrays (empty ones dropped)."""
+  flat = [sentence for doc in docs for sentence in doc]
+  ids = tokenizer.encode_batch(flat)
+  out, start = [], 0
+  for doc in docs:
+    sentences = [s for s in ids[start:start + len(doc)] if len(s)]
+    start += len(doc)
+    if sentences:
+      out.append(sentences)
+  return out
+
+
+def build_examples(token_docs: list[list[np.ndarray]], data_config,
+                   specials: packing.SpecialIds, rng: np.random.Generator) -> list[dict]:
+  """Unpadded examples by the config's packing mode (see common/packing.py)."""
+  mode = data_config.packing
+  if mode == 'full_sentences':
+    return packing.pack_full_sentences(token_docs, data_config.max_seq_length, specials)
+  if mode == 'doc_sentences':
+    return packing.pack_doc_sentences(token_docs, data_config.max_seq_length, specials)
+  if mode == 'segment_pairs':
+    return packing.create_segment_pairs(
+        token_docs, data_config.max_seq_length, specials, rng,
+        task=data_config.pair_task, short_seq_prob=data_config.short_seq_prob)
+  raise UserError(f'unknown packing {mode!r}; known: {PACKINGS}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Masker:
+  """Masks and pads one example; the rng seed makes it a pure function."""
+  tokenizer: Tokenizer
+  masking_config: Any
+  max_seq_length: int
+
+  def __call__(self, example: dict, seed: Sequence[int]) -> dict[str, np.ndarray]:
+    cfg = self.masking_config
+    padded = packing.pad_example(example, self.max_seq_length, self.tokenizer.pad_id)
+    masked = masking.mask_tokens(
+        padded['input_ids'], np.random.default_rng(list(seed)),
+        mask_id=self.tokenizer.mask_id, pad_id=self.tokenizer.pad_id,
+        special_ids=self.tokenizer.special_ids,
+        random_token_ids=self.tokenizer.random_token_ids, mask_prob=cfg.mask_prob,
+        max_predictions=cfg.max_predictions_per_seq, mask_token_prob=cfg.mask_token_prob,
+        random_token_prob=cfg.random_token_prob, budget=cfg.budget)
+    out = {**padded, **masked}
+    out.pop('uid', None)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def train_examples(token_docs, config, specials) -> list[dict]:
+  """All copies of the training examples, each tagged with a unique 'uid'.
+
+  Static masking builds `dupe_factor` copies (each its own segmentation, as BERT's
+  create_pretraining_data.py does); dynamic masking builds one.
+  """
+  copies = 1 if config.masking.dynamic else config.masking.dupe_factor
+  examples = []
+  for copy in range(copies):
+    rng = np.random.default_rng([config.seed, 1, copy])
+    examples.extend(build_examples(token_docs, config.data, specials, rng))
+  if not examples:
+    raise UserError('the training corpus produced no examples; add text or lower '
+                    'data.max_seq_length')
+  for uid, example in enumerate(examples):
+    example['uid'] = uid
+  return examples
+
+
+def train_dataset(examples: list[dict], config, tokenizer: Tokenizer, *,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """This host's infinite stream of batches; element k is the batch of step k.
+
+  Each epoch is a fresh permutation of `examples` (grain reshuffles per epoch after
+  `repeat`). Global position i goes to host i % process_count, so the hosts' batches of
+  one step together form the global batch.
+  """
+  batch_size = config.train.batch_size
+  if batch_size % process_count:
+    raise UserError(f'train.batch_size {batch_size} is not divisible by the '
+                    f'{process_count} processes')
+  masker = Masker(tokenizer, config.masking, config.data.max_seq_length)
+  n = len(examples)
+  dynamic = bool(config.masking.dynamic)
+
+  def mask_at(index: int, example: dict) -> dict:
+    epoch = index // n if dynamic else 0
+    return masker(example, (config.seed, 2, example['uid'], epoch))
+
+  ds = grain.MapDataset.source(examples).shuffle(seed=config.seed).repeat(None)
+  ds = ds.map_with_index(mask_at)
+  ds = ds[process_index::process_count]
+  return ds.batch(batch_size // process_count, drop_remainder=True,
+                  batch_fn=stack_examples)
+
+
+def stack_examples(examples: Sequence[dict]) -> dict[str, np.ndarray]:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def eval_batches(token_docs, config, tokenizer: Tokenizer, *, process_index: int = 0,
+                 process_count: int = 1) -> list[dict[str, np.ndarray]]:
+  """Fixed held-out batches (static masks), this host's rows of each global batch.
+
+  At most `train.eval_batches` global batches of `train.eval_batch_size`; a held-out
+  set smaller than one batch is cycled to fill it.
+  """
+  specials = special_ids(tokenizer)
+  examples = build_examples(token_docs, config.data, specials,
+                            np.random.default_rng([config.seed, 3]))
+  if not examples:
+    raise UserError('the held-out corpus produced no examples; raise '
+                    'data.heldout_fraction or add text')
+  masker = Masker(tokenizer, config.masking, config.data.max_seq_length)
+  masked = [masker(ex, (config.seed, 4, i)) for i, ex in enumerate(examples)]
+  size = config.train.eval_batch_size
+  n_batches = max(1, min(config.train.eval_batches, len(masked) // size))
+  per_host = size // process_count
+  batches = []
+  for b in range(n_batches):
+    rows = [masked[(b * size + r) % len(masked)] for r in range(size)]
+    batches.append(stack_examples(rows[process_index * per_host:
+                                       (process_index + 1) * per_host]))
+  return batches
+
+
+def read_options(num_threads: int) -> grain.ReadOptions:
+  """Background threads that mask and batch ahead of the train step."""
+  return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * num_threads)

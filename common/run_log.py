@@ -1,0 +1,102 @@
+"""What a run leaves for people to look at: metrics.jsonl, TensorBoard events, a plot.
+
+`metrics.jsonl` has one JSON object per logged step. Training lines carry `step`,
+`loss`, `learning_rate`, `tokens_per_sec` and the objective's own metrics
+(`mlm_accuracy`, `nsp_accuracy`, ...); evaluation lines carry the same step and
+`eval_`-prefixed metrics. Only process 0 writes.
+"""
+
+import json
+import math
+import os
+from typing import Any
+
+from tensorboardX import SummaryWriter
+
+
+class RunLog:
+  """Appends metrics to metrics.jsonl and TensorBoard under the workdir."""
+
+  def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool = True):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = enabled
+    if not enabled:
+      return
+    # Lines past the restored step come from an interrupted run and will be redone.
+    if resume_step and os.path.exists(self.path):
+      kept = [line for line in read_metrics(self.path) if line['step'] <= resume_step]
+      _write_atomically(self.path, ''.join(json.dumps(l) + '\n' for l in kept))
+    elif not resume_step and os.path.exists(self.path):
+      os.replace(self.path, self.path + '.old')
+    self._file = open(self.path, 'a')
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, metrics: dict[str, float], prefix: str = '') -> None:
+    if not self.enabled:
+      return
+    record = {'step': int(step)}
+    record.update({prefix + k: _json_number(v) for k, v in metrics.items()})
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()
+    for k, v in metrics.items():
+      if isinstance(v, (int, float)) and math.isfinite(v):
+        self._tb.add_scalar(prefix + k, v, step)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+      self._tb.close()
+
+
+def _json_number(v: Any) -> Any:
+  return v if not isinstance(v, float) or math.isfinite(v) else None
+
+
+def _write_atomically(path: str, text: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The records of a metrics.jsonl file, in order."""
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def write_summary(workdir: str, summary: dict) -> str:
+  path = os.path.join(workdir, 'summary.json')
+  _write_atomically(path, json.dumps(summary, indent=2, sort_keys=True) + '\n')
+  return path
+
+
+def plot_curves(workdir: str) -> str:
+  """Writes loss_curve.png: train/eval loss and eval accuracies against step."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  records = read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  train = [r for r in records if 'loss' in r and r['loss'] is not None]
+  evals = [r for r in records if 'eval_loss' in r]
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+  ax_loss.plot([r['step'] for r in train], [r['loss'] for r in train], label='train')
+  ax_loss.plot([r['step'] for r in evals], [r['eval_loss'] for r in evals], 'o-',
+               label='held-out')
+  ax_loss.set(xlabel='step', ylabel='loss', title='loss')
+  ax_loss.legend()
+  acc_keys = sorted({k for r in evals for k in r if k.endswith('_accuracy')})
+  for key in acc_keys:
+    ax_acc.plot([r['step'] for r in evals], [r[key] for r in evals], 'o-',
+                label=key[len('eval_'):])
+  ax_acc.set(xlabel='step', ylabel='accuracy', title='held-out accuracy')
+  if acc_keys:
+    ax_acc.legend()
+  fig.suptitle(os.path.basename(os.path.abspath(workdir)))
+  fig.tight_layout()
+  path = os.path.join(workdir, 'loss_curve.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,132 @@
+"""The one train step shared by every recipe, and the evaluation step.
+
+`train_step(state, batch, rng) -> (state, metrics)`: the objective's loss is
+differentiated, optionally over several micro-batches (gradient accumulation with
+`lax.scan`, so one step is always one optimizer update), and the optimizer applied. It is
+compiled with `jax.jit` and explicit `NamedSharding`s for the state (from the parameters'
+logical axis names) and the batch (split over the data axes); the parameters are donated.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+from flax import struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import optax
+
+from common import metrics as metrics_lib
+from common import sharding
+from common.errors import UserError
+from common.objectives import Objective
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything the optimizer loop carries: step counter, parameters, optimizer state."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def init_train_state(objective: Objective, tx: optax.GradientTransformation,
+                     example_batch: dict, rng: jax.Array,
+                     mesh: Mesh) -> tuple[TrainState, Any]:
+  """Initialises parameters and optimizer state directly in their sharded layout.
+
+  The state is first traced with `jax.eval_shape` to read its logical axis names, then
+  built by a `jax.jit` whose out_shardings place every array where it lives in training
+  (big_vision's "shard & transfer", without ever materialising it unsharded).
+  Call it under `sharding.mesh_context(mesh)`.
+
+  Returns:
+    (state, state_shardings).
+  """
+
+  def init(rng):
+    variables = objective.model.init({'params': rng, 'dropout': rng}, example_batch,
+                                     deterministic=True)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init, rng)
+  shardings = sharding.logical_shardings(abstract, mesh)
+  state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def _accumulated_grads(objective: Objective, params, batch, rng, accum_steps: int):
+  """Mean loss, summed metrics and mean gradients over `accum_steps` micro-batches."""
+  grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
+  if accum_steps == 1:
+    (loss, metrics), grads = grad_fn(params, batch, rng, False)
+    return loss, metrics, grads
+
+  def split(x):
+    if x.shape[0] % accum_steps:
+      raise UserError(f'batch of {x.shape[0]} rows does not split into '
+                      f'{accum_steps} accumulation steps')
+    # Row r of micro-batch m is row r * accum_steps + m: each device keeps its rows.
+    x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+
+  micro_batches = jax.tree.map(split, batch)
+
+  def body(carry, xs):
+    grads_sum, metrics_sum, loss_sum = carry
+    micro_batch, index = xs
+    (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, index),
+                                     False)
+    return (jax.tree.map(jnp.add, grads_sum, grads),
+            jax.tree.map(jnp.add, metrics_sum, metrics), loss_sum + loss), None
+
+  first = jax.tree.map(lambda x: x[0], micro_batches)
+  _, metrics_shape = jax.eval_shape(lambda: objective.loss_fn(params, first, rng, False))
+  zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+  (grads, metrics, loss), _ = jax.lax.scan(
+      body, (zeros(params), zeros(metrics_shape), jnp.zeros((), jnp.float32)),
+      (micro_batches, jnp.arange(accum_steps)))
+  # The per-micro-batch 'loss' entries are (loss, 1) pairs; their sum is averaged later.
+  return loss / accum_steps, metrics, jax.tree.map(lambda g: g / accum_steps, grads)
+
+
+def make_train_step(objective: Objective, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, state_shardings: Any, mesh: Mesh,
+                    batch_keys: tuple[str, ...], accum_steps: int = 1):
+  """The jitted `(state, batch, rng) -> (state, metrics)` for this objective.
+
+  The step's dropout rng is `fold_in(rng, state.step)`, so a resumed run draws exactly
+  the same randomness as an uninterrupted one.
+  """
+
+  def step_fn(state: TrainState, batch: dict, rng: jax.Array):
+    step_rng = jax.random.fold_in(rng, state.step)
+    loss, metrics, grads = _accumulated_grads(objective, state.params, batch, step_rng,
+                                              accum_steps)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics['grad_norm'] = metrics_lib.scalar(optax.global_norm(grads))
+    metrics['param_norm'] = metrics_lib.scalar(optax.global_norm(params))
+    metrics['learning_rate'] = metrics_lib.scalar(schedule(state.step))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data = {k: sharding.batch_sharding(mesh) for k in batch_keys}
+  return jax.jit(step_fn, in_shardings=(state_shardings, data, replicated),
+                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+def make_eval_step(objective: Objective, state_shardings: Any, mesh: Mesh,
+                   batch_keys: tuple[str, ...]):
+  """The jitted `(params, batch) -> metrics` without dropout."""
+
+  def eval_fn(params, batch):
+    _, metrics = objective.loss_fn(params, batch, jax.random.key(0), True)
+    return metrics
+
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data = {k: sharding.batch_sharding(mesh) for k in batch_keys}
+  return jax.jit(eval_fn, in_shardings=(state_shardings.params, data),
+                 out_shardings=replicated)

@@ -1,0 +1,1 @@
+"""Experiment files: one ml_collections config per recipe, `get_config(arg)` picks a size."""

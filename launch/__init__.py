@@ -1,0 +1,1 @@
+"""Entry points: `python -m launch.train --config=experiments/<recipe>.py:<size> --workdir=DIR`."""

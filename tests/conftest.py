@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny versions of the experiment files that train in seconds."""
+
+import importlib
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def corpus_cache(tmp_path_factory):
+  """One default-corpus cache for the whole session, outside the user's home."""
+  path = os.environ.get('BERT_FAMILY_TEST_CACHE') or str(tmp_path_factory.mktemp('cache'))
+  os.environ['BERT_FAMILY_CACHE'] = path
+  return path
+
+
+def tiny_config(recipe: str = 'bert'):
+  """The recipe's demo config shrunk to a model and corpus that train in seconds."""
+  config = importlib.import_module(f'experiments.{recipe}').get_config('demo')
+  config.model.update(vocab_size=600, hidden_size=64, num_layers=2, num_heads=2,
+                      intermediate_size=256)
+  config.data.update(max_documents=400, heldout_fraction=0.1, max_seq_length=64)
+  config.masking.update(max_predictions_per_seq=10)
+  config.optimizer.update(learning_rate=3e-3, warmup_steps=10)
+  config.train.update(steps=60, batch_size=16, log_every=10, eval_every=30,
+                      eval_batches=4, eval_batch_size=16, checkpoint_every=20,
+                      data_threads=1)
+  return config
