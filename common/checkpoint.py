@@ -32,29 +32,31 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            save_interval_steps=save_every, max_to_keep=keep, create=True,
-            enable_async_checkpointing=async_save),
-        item_names=('state', 'data', 'loop'))
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'data': grain.checkpoint.CheckpointHandler(),
+                       'loop': ocp.JsonCheckpointHandler()})
+    self.save_every = save_every
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, data_iterator: Any, loop: dict, *,
            force: bool = False) -> bool:
-    """Saves if `step` is on the interval (or `force`); returns whether it did."""
-    return self.manager.save(step, args=ocp.args.Composite(
+    """Saves if `step` is a multiple of `save_every` (or `force`); returns whether it did."""
+    if not force and step % self.save_every:
+      return False
+    return self.manager.save(step, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
-        loop=ocp.args.JsonSave(loop)), force=force)
+        loop=ocp.args.JsonSave(loop)))
 
   def check_compatible(self, step: int, abstract_state: Any) -> None:
     """Raises UserError naming the first parameter whose saved shape differs."""
     saved = self.manager.item_metadata(step)['state']
-    saved_params = getattr(saved, 'params', None)
-    if saved_params is None and isinstance(saved, dict):
-      saved_params = saved.get('params')
+    saved_params = getattr(saved, 'tree', saved).get('params')
     if saved_params is None:
-      return
+      raise UserError(f'checkpoint step {step} in {self.directory} holds no parameters')
     saved_flat = dict(jax.tree_util.tree_flatten_with_path(saved_params)[0])
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]:
       old = saved_flat.get(path)

@@ -399,18 +399,17 @@ class TransformerLayer(nn.Module):
                deterministic: bool = True) -> Array:
     """hidden_BxLxH, key mask [B, 1, 1, L] (or None) -> hidden_BxLxH."""
     spec = EncoderSpec.from_config(self.config)
-    blocks = (
-        (SelfAttention(spec, name='attention'), 'attention_layer_norm', True),
-        (FeedForward(spec, name='mlp'), 'mlp_layer_norm', False),
-    )
-    for block, norm_name, is_attention in blocks:
+
+    def residual(x, sublayer, norm_name):
       norm = layer_norm(spec, 'embed', name=norm_name)
-      y = norm(x_BxLxH) if spec.pre_layer_norm else x_BxLxH
-      y = block(y, mask_Bx1x1xL, deterministic) if is_attention else block(y)
-      y = nn.Dropout(spec.dropout_rate)(y, deterministic=deterministic)
-      x_BxLxH = x_BxLxH + y
-      if not spec.pre_layer_norm:
-        x_BxLxH = norm(x_BxLxH)
+      y = sublayer(norm(x) if spec.pre_layer_norm else x)
+      x = x + nn.Dropout(spec.dropout_rate)(y, deterministic=deterministic)
+      return x if spec.pre_layer_norm else norm(x)
+
+    attention = SelfAttention(spec, name='attention')
+    x_BxLxH = residual(x_BxLxH, lambda h: attention(h, mask_Bx1x1xL, deterministic),
+                       'attention_layer_norm')
+    x_BxLxH = residual(x_BxLxH, FeedForward(spec, name='mlp'), 'mlp_layer_norm')
     x_BxLxH = _constrain(x_BxLxH, ('batch', 'length', 'embed'))
     self.sow('intermediates', 'hidden_states', x_BxLxH)
     return x_BxLxH

@@ -107,8 +107,8 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
-    metrics['grad_norm'] = metrics_lib.scalar(optax.global_norm(grads))
-    metrics['param_norm'] = metrics_lib.scalar(optax.global_norm(params))
+    metrics['grad_norm'] = metrics_lib.scalar(optax.tree.norm(grads))
+    metrics['param_norm'] = metrics_lib.scalar(optax.tree.norm(params))
     metrics['learning_rate'] = metrics_lib.scalar(schedule(state.step))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

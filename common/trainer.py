@@ -141,64 +141,66 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       os.path.join(workdir, 'checkpoints'), save_every=train_cfg.checkpoint_every,
       keep=train_cfg.keep_checkpoints)
 
-  with sharding.mesh_context(mesh):
-    state, state_shardings = train_step_lib.init_train_state(
-        objective, tx, init_batch, init_rng, mesh)
-    data_iter = iter(dataset.to_iter_dataset(
-        pipeline.read_options(train_cfg.get('data_threads', 2))))
-    start_step = checkpointer.latest_step() or 0
-    if start_step:
-      state, loop = checkpointer.restore(
-          start_step, checkpoint_lib.abstract_like(state, state_shardings), data_iter)
-      loop_rng = jnp.asarray(np.asarray(loop['rng'], np.uint32))
-    _config_record(workdir, config)
-    n_params = _count_params(state.params)
-    log = run_log.RunLog(workdir, resume_step=start_step, enabled=is_main)
-    step_fn = train_step_lib.make_train_step(
-        objective, tx, schedule, state_shardings, mesh, objective.batch_keys,
-        train_cfg.get('grad_accum_steps', 1))
-    eval_fn = train_step_lib.make_eval_step(objective, state_shardings, mesh,
-                                            objective.batch_keys)
+  try:
+    with sharding.mesh_context(mesh):
+      state, state_shardings = train_step_lib.init_train_state(
+          objective, tx, init_batch, init_rng, mesh)
+      data_iter = iter(dataset.to_iter_dataset(
+          pipeline.read_options(train_cfg.get('data_threads', 2))))
+      start_step = checkpointer.latest_step() or 0
+      if start_step:
+        state, loop = checkpointer.restore(
+            start_step, checkpoint_lib.abstract_like(state, state_shardings), data_iter)
+        loop_rng = jnp.asarray(np.asarray(loop['rng'], np.uint32))
+      _config_record(workdir, config)
+      n_params = _count_params(state.params)
+      log = run_log.RunLog(workdir, resume_step=start_step, enabled=is_main)
+      step_fn = train_step_lib.make_train_step(
+          objective, tx, schedule, state_shardings, mesh, objective.batch_keys,
+          train_cfg.get('grad_accum_steps', 1))
+      eval_fn = train_step_lib.make_eval_step(objective, state_shardings, mesh,
+                                              objective.batch_keys)
 
-    tokens_per_step = train_cfg.batch_size * config.data.max_seq_length
-    last_step = min(train_cfg.steps, stop_after or train_cfg.steps)
-    if start_step == 0:
-      log.write(0, _evaluate(eval_fn, state.params, eval_batches, mesh), prefix='eval_')
-    loop_state = {'rng': np.asarray(loop_rng).tolist()}
-    bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not is_main,
-               desc=config.get('name', 'train'), dynamic_ncols=True, mininterval=1.0)
-    window, window_start, window_steps = None, time.time(), 0
-    train_metrics, eval_metrics = {}, {}
-    step = start_step
-    while step < last_step:
-      batch = {k: v for k, v in next(data_iter).items() if k in objective.batch_keys}
-      state, step_metrics = step_fn(state, _global_batch(batch, mesh), loop_rng)
-      step += 1
-      window = metrics_lib.add(window, step_metrics)
-      window_steps += 1
-      bar.update(1)
-      if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-        train_metrics = metrics_lib.average(window)
-        elapsed = time.time() - window_start
-        train_metrics['tokens_per_sec'] = tokens_per_step * window_steps / elapsed
-        if not math.isfinite(train_metrics['loss']):
-          raise UserError(f'the loss became {train_metrics["loss"]} at step {step}; '
-                          'lower optimizer.learning_rate or check the data')
-        log.write(step, train_metrics)
-        bar.set_postfix(_fmt(train_metrics, ('loss', 'mlm_accuracy', 'tokens_per_sec')),
-                        refresh=False)
-        window, window_start, window_steps = None, time.time(), 0
-      if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
-        eval_metrics = _evaluate(eval_fn, state.params, eval_batches, mesh)
-        log.write(step, eval_metrics, prefix='eval_')
-        bar.write(f'step {step}: held-out ' + ', '.join(
-            f'{k} {v:.4f}' for k, v in eval_metrics.items()))
-        window_start = time.time()  # evaluation time is not training throughput
-      checkpointer.save(step, state, data_iter, loop_state, force=step == last_step)
-    bar.close()
-    checkpointer.wait()
+      tokens_per_step = train_cfg.batch_size * config.data.max_seq_length
+      last_step = min(train_cfg.steps, stop_after or train_cfg.steps)
+      if start_step == 0:
+        log.write(0, _evaluate(eval_fn, state.params, eval_batches, mesh), prefix='eval_')
+      loop_state = {'rng': np.asarray(loop_rng).tolist()}
+      bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not is_main,
+                 desc=config.get('name', 'train'), dynamic_ncols=True, mininterval=1.0)
+      window, window_start, window_steps = None, time.time(), 0
+      train_metrics, eval_metrics = {}, {}
+      step = start_step
+      while step < last_step:
+        batch = {k: v for k, v in next(data_iter).items() if k in objective.batch_keys}
+        state, step_metrics = step_fn(state, _global_batch(batch, mesh), loop_rng)
+        step += 1
+        window = metrics_lib.add(window, step_metrics)
+        window_steps += 1
+        bar.update(1)
+        if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+          train_metrics = metrics_lib.average(window)
+          elapsed = time.time() - window_start
+          train_metrics['tokens_per_sec'] = tokens_per_step * window_steps / elapsed
+          if not math.isfinite(train_metrics['loss']):
+            raise UserError(f'the loss became {train_metrics["loss"]} at step {step}; '
+                            'lower optimizer.learning_rate or check the data')
+          log.write(step, train_metrics)
+          bar.set_postfix(_fmt(train_metrics, ('loss', 'mlm_accuracy', 'tokens_per_sec')),
+                          refresh=False)
+          window, window_start, window_steps = None, time.time(), 0
+        if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+          eval_metrics = _evaluate(eval_fn, state.params, eval_batches, mesh)
+          log.write(step, eval_metrics, prefix='eval_')
+          bar.write(f'step {step}: held-out ' + ', '.join(
+              f'{k} {v:.4f}' for k, v in eval_metrics.items()))
+          window_start = time.time()  # evaluation time is not training throughput
+        checkpointer.save(step, state, data_iter, loop_state, force=step == last_step)
+      bar.close()
+      checkpointer.wait()
+      log.close()
+  finally:
     checkpointer.close()
-    log.close()
 
   summary = {
       'recipe': config.get('name', ''),

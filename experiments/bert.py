@@ -18,7 +18,7 @@ from common.config_args import parse_size
 
 # name: (layers, hidden, heads, ffn). Paper Table/section 3; 'demo' is ours, for a CPU.
 SIZES = {
-    'demo': (4, 256, 4, 1024),
+    'demo': (4, 128, 2, 512),
     'base': (12, 768, 12, 3072),
     'large': (24, 1024, 16, 4096),
 }
@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Model: post-LN encoder, learned positions, 2 token types, GeLU (paper section 3).
   config.model = dict(
-      vocab_size=8000 if demo else 30522,  # WordPiece vocab of the released models.
+      vocab_size=4000 if demo else 30522,  # WordPiece vocab of the released models.
       hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=ffn,
       max_position_embeddings=512, type_vocab_size=2, embedding_size=0,
       hidden_act='gelu', dropout_rate=0.1, attention_dropout_rate=0.1,
@@ -71,14 +71,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # linear decay (paper Appendix A.2); eps 1e-6 and clip norm 1.0 from optimization.py.
   config.optimizer = dict(
       name='adamw', learning_rate=1e-3 if demo else 1e-4,
-      warmup_steps=30 if demo else 10_000, b1=0.9, b2=0.999, eps=1e-6,
+      warmup_steps=40 if demo else 10_000, b1=0.9, b2=0.999, eps=1e-6,
       weight_decay=0.01, clip_norm=1.0, schedule='warmup_linear_decay')
 
   # Training: batch 256 x 128 tokens for 1M steps (paper A.2 trains 90% of them at
   # 128 and 10% at 512 tokens; run the second phase as its own run with
   # data.max_seq_length=512 and masking.max_predictions_per_seq=80).
   config.train = dict(
-      steps=300 if demo else 1_000_000, batch_size=32 if demo else 256,
+      steps=400 if demo else 1_000_000, batch_size=32 if demo else 256,
       grad_accum_steps=1, log_every=10 if demo else 100,
       eval_every=100 if demo else 10_000, eval_batches=8 if demo else 50,
       eval_batch_size=32 if demo else 256, checkpoint_every=100 if demo else 10_000,

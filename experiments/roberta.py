@@ -17,7 +17,7 @@ from common.config_args import parse_size
 
 # name: (layers, hidden, heads, ffn, peak lr, warmup). lr/warmup: paper Table 9.
 SIZES = {
-    'demo': (4, 256, 4, 1024, 1e-3, 30),
+    'demo': (4, 128, 2, 512, 1e-3, 40),
     'base': (12, 768, 12, 3072, 6e-4, 24_000),
     'large': (24, 1024, 16, 4096, 4e-4, 30_000),
 }
@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # models), one token type, and 514 position rows of which fairseq skips the first two
   # (padding_idx + 1), so 512 usable positions.
   config.model = dict(
-      vocab_size=8000 if demo else 50265,
+      vocab_size=4000 if demo else 50265,
       hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=ffn,
       max_position_embeddings=514, type_vocab_size=1, embedding_size=0,
       hidden_act='gelu', dropout_rate=0.1, attention_dropout_rate=0.1,
@@ -77,7 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Training: 8K sequences x 500K steps (Table 9). On fewer devices keep the global
   # batch with train.grad_accum_steps.
   config.train = dict(
-      steps=300 if demo else 500_000, batch_size=32 if demo else 8192,
+      steps=400 if demo else 500_000, batch_size=32 if demo else 8192,
       grad_accum_steps=1, log_every=10 if demo else 100,
       eval_every=100 if demo else 10_000, eval_batches=8 if demo else 20,
       eval_batch_size=32 if demo else 256, checkpoint_every=100 if demo else 10_000,

@@ -40,6 +40,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(str(cause) if isinstance(cause, UserError) else str(e))
   except UserError as e:
     fail(str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # config_flags reports a misspelled or mistyped --config.x override this way.
+    detail = str(e.args[0] if e.args else e).strip('\'"')
+    fail('bad --config override: ' + '; '.join(
+        line.strip(' \'"') for line in detail.splitlines() if line.strip()))
 
 
 def main(argv: list[str]) -> None:
@@ -47,6 +52,12 @@ def main(argv: list[str]) -> None:
     fail(f'unexpected arguments: {" ".join(argv[1:])}')
   if _CONFIG.value is None:
     fail('--config is required, e.g. --config=experiments/bert.py:demo')
+  config = _CONFIG.value
+  try:
+    config.get('name')  # config_flags defers a failed file load to the first access.
+  except OSError:
+    fail('cannot load experiment file '
+         f'{config_flags.get_config_filename(flags.FLAGS["config"])!r}')
   if not _WORKDIR.value:
     fail('--workdir is required')
   logging.set_verbosity(logging.WARNING)
@@ -55,7 +66,7 @@ def main(argv: list[str]) -> None:
   from common import trainer  # pylint: disable=g-import-not-at-top
   try:
     distributed.initialize()
-    summary = trainer.train(_CONFIG.value, _WORKDIR.value, stop_after=_STOP_AFTER.value)
+    summary = trainer.train(config, _WORKDIR.value, stop_after=_STOP_AFTER.value)
   except UserError as e:
     fail(str(e))
   if summary.get('eval'):
