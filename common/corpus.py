@@ -38,6 +38,18 @@ Corpus = list[Document]
 
 SOURCES = ('default', 'text', 'jsonl', 'tfds')
 
+
+def source_config(source: str = 'default') -> dict:
+  """The corpus fields of an experiment's `config.data`, at their defaults.
+
+  Every recipe reads its corpus the same way (see `load_corpus` for each field), so
+  the experiment files start from this and add their packing settings; any field can
+  then be overridden on the command line (`--config.data.source=jsonl`).
+  """
+  return dict(source=source, paths='', text_field='text', document_per='block',
+              tfds_name='', tfds_split='train', tfds_data_dir='', heldout_split='',
+              heldout_fraction=0.02, max_documents=0, cache_dir='')
+
 # Bump when the default corpus' extraction or splitting changes, so caches rebuild.
 _CORPUS_FORMAT = 3
 _MIN_DOC_CHARS = 80

@@ -29,6 +29,8 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ('batch', ('data', 'fsdp')),
     ('length', None),
     ('embed', 'fsdp'),
+    ('factorized_embed', None),
+    ('embed_out', 'tensor'),
     ('vocab', 'tensor'),
     ('heads', 'tensor'),
     ('kv', None),
@@ -37,7 +39,6 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ('position', None),
     ('type_vocab', None),
     ('classes', None),
-    ('norm', None),
 )
 
 

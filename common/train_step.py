@@ -56,7 +56,7 @@ def init_train_state(objective: Objective, tx: optax.GradientTransformation,
   return state, shardings
 
 
-def _accumulated_grads(objective: Objective, params, batch, rng, accum_steps: int):
+def accumulated_gradients(objective: Objective, params, batch, rng, accum_steps: int):
   """Mean loss, summed metrics and mean gradients over `accum_steps` micro-batches."""
   grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
   if accum_steps == 1:
@@ -102,7 +102,7 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
 
   def step_fn(state: TrainState, batch: dict, rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
-    loss, metrics, grads = _accumulated_grads(objective, state.params, batch, step_rng,
+    loss, metrics, grads = accumulated_gradients(objective, state.params, batch, step_rng,
                                               accum_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -13,11 +13,12 @@ steps (paper Table 8 / section 5). Any field can be overridden: `--config.train.
 
 import ml_collections
 
+from common import corpus
 from common.config_args import parse_size
 
 # name: (layers, hidden, heads, ffn, peak lr, warmup). lr/warmup: paper Table 9.
 SIZES = {
-    'demo': (4, 128, 2, 512, 1e-3, 40),
+    'demo': (4, 128, 2, 512, 2e-3, 80),
     'base': (12, 768, 12, 3072, 6e-4, 24_000),
     'large': (24, 1024, 16, 4096, 4e-4, 30_000),
 }
@@ -50,16 +51,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # masks int(0.15 * n + U[0, 1)) tokens, 80/10/10. 80 caps nothing at 512 tokens.
   config.masking = dict(
       mask_prob=0.15, mask_token_prob=0.8, random_token_prob=0.1,
-      max_predictions_per_seq=20 if demo else 80, budget='roberta', dynamic=True,
+      max_predictions_per_seq=10 if demo else 80, budget='roberta', dynamic=True,
       dupe_factor=1)
 
   # Data: FULL-SENTENCES, contiguous sentences up to 512 tokens that may cross document
   # boundaries with a separator between documents (section 4.2).
   config.data = dict(
-      source='default', paths='', text_field='text', document_per='block',
-      tfds_name='', tfds_split='train', tfds_data_dir='', heldout_split='',
-      heldout_fraction=0.02, max_documents=0, cache_dir='',
-      max_seq_length=128 if demo else 512, packing='full_sentences', pair_task='nsp',
+      **corpus.source_config('default'),
+      max_seq_length=64 if demo else 512, packing='full_sentences', pair_task='nsp',
       short_seq_prob=0.0)
   config.data.seed = config.get_ref('seed')
 
@@ -77,10 +76,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Training: 8K sequences x 500K steps (Table 9). On fewer devices keep the global
   # batch with train.grad_accum_steps.
   config.train = dict(
-      steps=400 if demo else 500_000, batch_size=32 if demo else 8192,
-      grad_accum_steps=1, log_every=10 if demo else 100,
-      eval_every=100 if demo else 10_000, eval_batches=8 if demo else 20,
-      eval_batch_size=32 if demo else 256, checkpoint_every=100 if demo else 10_000,
+      steps=800 if demo else 500_000, batch_size=32 if demo else 8192,
+      grad_accum_steps=1, log_every=20 if demo else 100,
+      eval_every=200 if demo else 10_000, eval_batches=8 if demo else 20,
+      eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 10_000,
       keep_checkpoints=3, data_threads=2)
 
   # Mesh: pure data parallelism over every device.

@@ -21,7 +21,7 @@ def tiny_config(recipe: str = 'bert'):
   config = importlib.import_module(f'experiments.{recipe}').get_config('demo')
   config.model.update(vocab_size=600, hidden_size=64, num_layers=2, num_heads=2,
                       intermediate_size=256)
-  config.data.update(max_documents=400, heldout_fraction=0.1, max_seq_length=64)
+  config.data.update(max_documents=150, heldout_fraction=0.1, max_seq_length=64)
   config.masking.update(max_predictions_per_seq=10)
   config.optimizer.update(learning_rate=3e-3, warmup_steps=10)
   config.train.update(steps=60, batch_size=16, log_every=10, eval_every=30,

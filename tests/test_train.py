@@ -22,8 +22,9 @@ def test_tiny_bert_learns_on_heldout_data(bert_run):
   _, summary = bert_run
   first, last = summary['first_eval'], summary['eval']
   assert first['step'] == 0
-  # A random model guesses ~1/600 of masked tokens; the trained one well above that.
-  assert last['mlm_accuracy'] > first['eval_mlm_accuracy'] + 0.08
+  # A random model guesses ~1/600 of the masked tokens; 120 steps of a 2-layer model
+  # learn at least the word distribution (the most frequent piece is ~5%).
+  assert last['mlm_accuracy'] > max(0.04, 10 * first['eval_mlm_accuracy'])
   assert last['mlm_loss'] < first['eval_mlm_loss'] - 1.0
   assert 0.0 <= last['nsp_accuracy'] <= 1.0
 
