@@ -19,8 +19,10 @@ from typing import Any
 import grain
 import numpy as np
 
+from common import corpus
 from common import masking
 from common import packing
+from common import tokenizer as tokenizer_lib
 from common.errors import UserError
 from common.tokenizer import Tokenizer
 
@@ -163,3 +165,31 @@ def eval_batches(token_docs, config, tokenizer: Tokenizer, *, process_index: int
 def read_options(num_threads: int) -> grain.ReadOptions:
   """Background threads that mask and batch ahead of the train step."""
   return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * num_threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingData:
+  """What the trainer reads: the tokenizer, this host's batch stream, held-out batches."""
+  tokenizer: Tokenizer
+  train: grain.MapDataset
+  eval_batches: list[dict[str, np.ndarray]]
+
+
+def build_data(config, workdir: str, *, process_index: int = 0,
+               process_count: int = 1) -> PretrainingData:
+  """Corpus -> tokenizer (trained into the workdir, or loaded) -> examples -> batches."""
+  train_docs, heldout_docs = corpus.load_corpus(config.data)
+  tokenizer = tokenizer_lib.get_tokenizer(
+      config.tokenizer, workdir, lambda: corpus.corpus_sentences(train_docs))
+  if config.model.vocab_size != tokenizer.vocab_size:
+    raise UserError(f'model.vocab_size {config.model.vocab_size} does not match the '
+                    f'tokenizer {tokenizer.model_path} ({tokenizer.vocab_size} pieces)')
+  examples = train_examples(tokenize_corpus(train_docs, tokenizer), config,
+                            special_ids(tokenizer))
+  return PretrainingData(
+      tokenizer=tokenizer,
+      train=train_dataset(examples, config, tokenizer, process_index=process_index,
+                          process_count=process_count),
+      eval_batches=eval_batches(tokenize_corpus(heldout_docs, tokenizer), config,
+                                tokenizer, process_index=process_index,
+                                process_count=process_count))

@@ -21,14 +21,12 @@ import numpy as np
 from tqdm import tqdm
 
 from common import checkpoint as checkpoint_lib
-from common import corpus as corpus_lib
 from common import metrics as metrics_lib
 from common import objectives
 from common import optimizers
 from common import pipeline
 from common import run_log
 from common import sharding
-from common import tokenizer as tokenizer_lib
 from common import train_step as train_step_lib
 from common.errors import UserError
 
@@ -103,22 +101,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
   is_main = jax.process_index() == 0
   train_cfg = config.train
 
-  train_docs, heldout_docs = corpus_lib.load_corpus(config.data)
-  tokenizer = tokenizer_lib.get_tokenizer(
-      config.tokenizer, workdir, lambda: (s for doc in train_docs for s in doc))
-  if config.model.vocab_size != tokenizer.vocab_size:
-    raise UserError(f'model.vocab_size {config.model.vocab_size} does not match the '
-                    f'tokenizer {tokenizer.model_path} ({tokenizer.vocab_size} pieces)')
-  specials = pipeline.special_ids(tokenizer)
-  examples = pipeline.train_examples(pipeline.tokenize_corpus(train_docs, tokenizer),
-                                     config, specials)
-  process_index, process_count = jax.process_index(), jax.process_count()
-  dataset = pipeline.train_dataset(examples, config, tokenizer,
-                                   process_index=process_index,
-                                   process_count=process_count)
-  eval_batches = pipeline.eval_batches(
-      pipeline.tokenize_corpus(heldout_docs, tokenizer), config, tokenizer,
-      process_index=process_index, process_count=process_count)
+  data = pipeline.build_data(config, workdir, process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  dataset, eval_batches = data.train, data.eval_batches
 
   mesh = sharding.make_mesh(config.mesh.shape)
   if train_cfg.batch_size % (sharding.data_parallel_size(mesh) *
@@ -168,7 +153,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       loop_state = {'rng': np.asarray(loop_rng).tolist()}
       bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not is_main,
                  desc=config.get('name', 'train'), dynamic_ncols=True, mininterval=1.0)
-      window, window_start, window_steps = None, time.time(), 0
+      # Throughput is timed from the end of this run's first (compiling) step.
+      window, window_start, window_steps = None, None, 0
       train_metrics, eval_metrics = {}, {}
       step = start_step
       while step < last_step:
@@ -176,12 +162,18 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
         state, step_metrics = step_fn(state, _global_batch(batch, mesh), loop_rng)
         step += 1
         window = metrics_lib.add(window, step_metrics)
-        window_steps += 1
+        if window_start is None:
+          jax.block_until_ready(step_metrics)
+          window_start = time.time()
+        else:
+          window_steps += 1
         bar.update(1)
         if step % train_cfg.log_every == 0 or step == train_cfg.steps:
           train_metrics = metrics_lib.average(window)
+          jax.block_until_ready(state.step)
           elapsed = time.time() - window_start
-          train_metrics['tokens_per_sec'] = tokens_per_step * window_steps / elapsed
+          train_metrics['tokens_per_sec'] = tokens_per_step * window_steps / max(elapsed,
+                                                                                 1e-9)
           if not math.isfinite(train_metrics['loss']):
             raise UserError(f'the loss became {train_metrics["loss"]} at step {step}; '
                             'lower optimizer.learning_rate or check the data')
@@ -190,11 +182,13 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
                           refresh=False)
           window, window_start, window_steps = None, time.time(), 0
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+          eval_start = time.time()
           eval_metrics = _evaluate(eval_fn, state.params, eval_batches, mesh)
           log.write(step, eval_metrics, prefix='eval_')
           bar.write(f'step {step}: held-out ' + ', '.join(
               f'{k} {v:.4f}' for k, v in eval_metrics.items()))
-          window_start = time.time()  # evaluation time is not training throughput
+          if window_start is not None:  # Evaluation time is not training throughput.
+            window_start += time.time() - eval_start
         checkpointer.save(step, state, data_iter, loop_state, force=step == last_step)
       bar.close()
       checkpointer.wait()
@@ -212,12 +206,13 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       'eval': eval_metrics,
       'devices': jax.device_count(),
       'platform': jax.devices()[0].platform,
+      'tokenizer': data.tokenizer.model_path,
   }
   if is_main:
     records = run_log.read_metrics(log.path)
     evals = [r for r in records if 'eval_loss' in r]
     if evals:
       summary['first_eval'] = evals[0]
-    run_log.write_summary(workdir, summary)
     summary['plot'] = run_log.plot_curves(workdir)
+    run_log.write_summary(workdir, summary)
   return summary
