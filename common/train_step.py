@@ -93,7 +93,7 @@ def accumulated_gradients(objective: Objective, params, batch, rng, accum_steps:
 
 def make_train_step(objective: Objective, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, state_shardings: Any, mesh: Mesh,
-                    batch_keys: tuple[str, ...], accum_steps: int = 1):
+                    accum_steps: int = 1):
   """The jitted `(state, batch, rng) -> (state, metrics)` for this objective.
 
   The step's dropout rng is `fold_in(rng, state.step)`, so a resumed run draws exactly
@@ -113,13 +113,12 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   replicated = NamedSharding(mesh, PartitionSpec())
-  data = {k: sharding.batch_sharding(mesh) for k in batch_keys}
+  data = {k: sharding.batch_sharding(mesh) for k in objective.batch_keys}
   return jax.jit(step_fn, in_shardings=(state_shardings, data, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
-def make_eval_step(objective: Objective, state_shardings: Any, mesh: Mesh,
-                   batch_keys: tuple[str, ...]):
+def make_eval_step(objective: Objective, state_shardings: Any, mesh: Mesh):
   """The jitted `(params, batch) -> metrics` without dropout."""
 
   def eval_fn(params, batch):
@@ -127,6 +126,6 @@ def make_eval_step(objective: Objective, state_shardings: Any, mesh: Mesh,
     return metrics
 
   replicated = NamedSharding(mesh, PartitionSpec())
-  data = {k: sharding.batch_sharding(mesh) for k in batch_keys}
+  data = {k: sharding.batch_sharding(mesh) for k in objective.batch_keys}
   return jax.jit(eval_fn, in_shardings=(state_shardings.params, data),
                  out_shardings=replicated)

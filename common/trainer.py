@@ -61,17 +61,20 @@ def _config_record(workdir: str, config) -> None:
   os.replace(path + '.tmp', path)
 
 
-def _global_batch(local_batch: dict, mesh) -> dict:
-  """Host-local numpy rows -> global jax.Arrays sharded over the data axes."""
+def _global_batch(local_batch: dict, mesh, keys: tuple[str, ...]) -> dict:
+  """Host-local numpy rows -> global jax.Arrays sharded over the data axes.
+
+  Only the fields the objective reads (`keys`) are transferred.
+  """
   data_sharding = sharding.batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(data_sharding, v)
-          for k, v in local_batch.items()}
+  return {k: jax.make_array_from_process_local_data(data_sharding, local_batch[k])
+          for k in keys}
 
 
-def _evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
+def _evaluate(eval_step, params, batches, mesh, keys) -> dict[str, float]:
   total = None
   for batch in batches:
-    total = metrics_lib.add(total, eval_step(params, _global_batch(batch, mesh)))
+    total = metrics_lib.add(total, eval_step(params, _global_batch(batch, mesh, keys)))
   return metrics_lib.average(total)
 
 
@@ -141,15 +144,15 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       n_params = _count_params(state.params)
       log = run_log.RunLog(workdir, resume_step=start_step, enabled=is_main)
       step_fn = train_step_lib.make_train_step(
-          objective, tx, schedule, state_shardings, mesh, objective.batch_keys,
+          objective, tx, schedule, state_shardings, mesh,
           train_cfg.get('grad_accum_steps', 1))
-      eval_fn = train_step_lib.make_eval_step(objective, state_shardings, mesh,
-                                              objective.batch_keys)
+      eval_fn = train_step_lib.make_eval_step(objective, state_shardings, mesh)
 
       tokens_per_step = train_cfg.batch_size * config.data.max_seq_length
       last_step = min(train_cfg.steps, stop_after or train_cfg.steps)
       if start_step == 0:
-        log.write(0, _evaluate(eval_fn, state.params, eval_batches, mesh), prefix='eval_')
+        log.write(0, _evaluate(eval_fn, state.params, eval_batches, mesh,
+                                 objective.batch_keys), prefix='eval_')
       loop_state = {'rng': np.asarray(loop_rng).tolist()}
       bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not is_main,
                  desc=config.get('name', 'train'), dynamic_ncols=True, mininterval=1.0)
@@ -158,8 +161,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       train_metrics, eval_metrics = {}, {}
       step = start_step
       while step < last_step:
-        batch = {k: v for k, v in next(data_iter).items() if k in objective.batch_keys}
-        state, step_metrics = step_fn(state, _global_batch(batch, mesh), loop_rng)
+        batch = _global_batch(next(data_iter), mesh, objective.batch_keys)
+        state, step_metrics = step_fn(state, batch, loop_rng)
         step += 1
         window = metrics_lib.add(window, step_metrics)
         if window_start is None:
@@ -183,7 +186,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
           window, window_start, window_steps = None, time.time(), 0
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
           eval_start = time.time()
-          eval_metrics = _evaluate(eval_fn, state.params, eval_batches, mesh)
+          eval_metrics = _evaluate(eval_fn, state.params, eval_batches, mesh,
+                                   objective.batch_keys)
           log.write(step, eval_metrics, prefix='eval_')
           bar.write(f'step {step}: held-out ' + ', '.join(
               f'{k} {v:.4f}' for k, v in eval_metrics.items()))

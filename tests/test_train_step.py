@@ -46,8 +46,7 @@ def run_steps(config, batches, devices=None):
                   for k, v in batches[0].items()}
     state, shardings = train_step.init_train_state(
         objective, tx, init_batch, jax.random.PRNGKey(0), mesh)
-    step = train_step.make_train_step(objective, tx, schedule, shardings, mesh,
-                                      objective.batch_keys, accum)
+    step = train_step.make_train_step(objective, tx, schedule, shardings, mesh, accum)
     losses = []
     for batch in batches:
       state, metrics = step(state, batch, jax.random.PRNGKey(1))
