@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import checkpoint as checkpoint_lib
+from common import flops as flops_lib
 from common import metrics as metrics_lib
 from common import objectives
 from common import optimizers
@@ -149,6 +150,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       eval_fn = train_step_lib.make_eval_step(objective, state_shardings, mesh)
 
       tokens_per_step = train_cfg.batch_size * config.data.max_seq_length
+      flops_per_token = flops_lib.flops_per_token(config)
+      peak = flops_lib.peak_flops_per_device(train_cfg)
       last_step = min(train_cfg.steps, stop_after or train_cfg.steps)
       if start_step == 0:
         log.write(0, _evaluate(eval_fn, state.params, eval_batches, mesh,
@@ -177,12 +180,16 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
           elapsed = time.time() - window_start
           train_metrics['tokens_per_sec'] = tokens_per_step * window_steps / max(elapsed,
                                                                                  1e-9)
+          utilisation = flops_lib.mfu(train_metrics['tokens_per_sec'], flops_per_token,
+                                      peak, jax.device_count())
+          if utilisation is not None:
+            train_metrics['mfu'] = utilisation
           if not math.isfinite(train_metrics['loss']):
             raise UserError(f'the loss became {train_metrics["loss"]} at step {step}; '
                             'lower optimizer.learning_rate or check the data')
           log.write(step, train_metrics)
-          bar.set_postfix(_fmt(train_metrics, ('loss', 'mlm_accuracy', 'tokens_per_sec')),
-                          refresh=False)
+          bar.set_postfix(_fmt(train_metrics, ('loss', 'mlm_accuracy', 'tokens_per_sec',
+                                               'mfu')), refresh=False)
           window, window_start, window_steps = None, time.time(), 0
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
           eval_start = time.time()
@@ -211,6 +218,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       'devices': jax.device_count(),
       'platform': jax.devices()[0].platform,
       'tokenizer': data.tokenizer.model_path,
+      'model_flops_per_token': flops_per_token,
   }
   if is_main:
     records = run_log.read_metrics(log.path)

@@ -82,7 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       grad_accum_steps=1, log_every=20 if demo else 100,
       eval_every=200 if demo else 10_000, eval_batches=8 if demo else 50,
       eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 10_000,
-      keep_checkpoints=3, data_threads=2)
+      keep_checkpoints=3, data_threads=2,
+      peak_flops_per_device=0.0)  # 0: known accelerators' peak (common/flops.py).
 
   # Mesh: pure data parallelism over every device.
   config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1))
