@@ -16,8 +16,8 @@ def initialize() -> None:
   """Starts the distributed runtime if this is one process of many; else no-op."""
   explicit = os.environ.get('JAX_COORDINATOR_ADDRESS')
   if explicit:
-    if os.environ.get('JAX_PLATFORMS', '') == 'cpu' or not _has_accelerator_env():
-      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    # Only the CPU backend reads this; accelerators use their own interconnect.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(
         coordinator_address=explicit,
         num_processes=int(os.environ['JAX_NUM_PROCESSES']),
@@ -26,7 +26,3 @@ def initialize() -> None:
     jax.distributed.initialize()
   elif os.environ.get('TPU_WORKER_HOSTNAMES', '').count(',') > 0:
     jax.distributed.initialize()
-
-
-def _has_accelerator_env() -> bool:
-  return any(k in os.environ for k in ('CUDA_VISIBLE_DEVICES', 'TPU_WORKER_ID'))

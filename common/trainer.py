@@ -141,7 +141,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
         state, loop = checkpointer.restore(
             start_step, checkpoint_lib.abstract_like(state, state_shardings), data_iter)
         loop_rng = jnp.asarray(np.asarray(loop['rng'], np.uint32))
-      _config_record(workdir, config)
+      if is_main:
+        _config_record(workdir, config)
       n_params = _count_params(state.params)
       log = run_log.RunLog(workdir, resume_step=start_step, enabled=is_main)
       step_fn = train_step_lib.make_train_step(
@@ -196,8 +197,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
           eval_metrics = _evaluate(eval_fn, state.params, eval_batches, mesh,
                                    objective.batch_keys)
           log.write(step, eval_metrics, prefix='eval_')
-          bar.write(f'step {step}: held-out ' + ', '.join(
-              f'{k} {v:.4f}' for k, v in eval_metrics.items()))
+          if is_main:
+            bar.write(f'step {step}: held-out ' + ', '.join(
+                f'{k} {v:.4f}' for k, v in eval_metrics.items()))
           if window_start is not None:  # Evaluation time is not training throughput.
             window_start += time.time() - eval_start
         checkpointer.save(step, state, data_iter, loop_state, force=step == last_step)
