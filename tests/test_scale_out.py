@@ -117,3 +117,10 @@ def test_mfu_uses_configured_or_known_peak():
   assert flops.mfu(1000.0, 1e9, 1e12, 2) == 0.5
   assert flops.mfu(1000.0, 1e9, None, 1) is None
   assert flops.peak_flops_per_device({'peak_flops_per_device': 5e12}) == 5e12
+
+
+def test_launch_scripts_are_valid_bash():
+  for script in ('launch/tpu_vm.sh', 'launch/slurm_gpu.sbatch'):
+    result = subprocess.run(['bash', '-n', os.path.join(REPO, script)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, (script, result.stderr)
