@@ -18,6 +18,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from common.errors import UserError
@@ -43,35 +44,51 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
 
 
 def make_mesh(mesh_shape: Mapping[str, int],
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+              devices: Sequence[jax.Device] | None = None, *,
+              dcn_data: int = 1) -> Mesh:
   """Builds the mesh ('data', 'fsdp', 'tensor') from the config's axis sizes.
 
   Args:
-    mesh_shape: axis name -> size; one axis may be -1 to take all remaining devices.
-      Missing axes have size 1. Example: {'data': -1} is pure data parallelism.
+    mesh_shape: axis name -> size within one slice; one axis may be -1 to take the
+      slice's remaining devices. Missing axes have size 1. {'data': -1} is pure data
+      parallelism.
     devices: defaults to all devices of all processes.
+    dcn_data: number of slices (TPU multi-slice, or hosts joined over the data-center
+      network) laid out as an outer data-parallel factor: the 'data' axis spans
+      dcn_data x mesh_shape['data'] devices, and only gradients cross the slower
+      network. On platforms without slices each process counts as one.
 
   Returns:
-    A `Mesh` whose device order follows `jax.make_mesh` (topology aware).
+    A `Mesh` whose device order follows the topology (`jax.make_mesh`, or
+    `create_hybrid_device_mesh` across slices).
   """
   devices = list(devices if devices is not None else jax.devices())
   unknown = set(mesh_shape) - set(MESH_AXES)
   if unknown:
     raise UserError(f'unknown mesh axes {sorted(unknown)}; valid axes are {MESH_AXES}')
+  if dcn_data < 1 or len(devices) % dcn_data:
+    raise UserError(f'mesh.dcn_data {dcn_data} does not divide {len(devices)} devices')
+  per_slice = len(devices) // dcn_data
   sizes = [int(mesh_shape.get(axis, 1)) for axis in MESH_AXES]
   if sizes.count(-1) > 1:
     raise UserError(f'at most one mesh axis may be -1, got {dict(mesh_shape)}')
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
-    if len(devices) % known:
-      raise UserError(f'mesh {dict(mesh_shape)} does not divide {len(devices)} devices')
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
-    raise UserError(f'mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, '
-                    f'there are {len(devices)}')
+    if per_slice % known:
+      raise UserError(f'mesh {dict(mesh_shape)} does not divide {per_slice} devices')
+    sizes[sizes.index(-1)] = per_slice // known
+  if math.prod(sizes) != per_slice:
+    raise UserError(f'mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} '
+                    f'devices per slice, there are {per_slice}')
   # Auto axes: XLA propagates shardings from the annotated parameters and batch.
-  return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  if dcn_data == 1:
+    return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
+                         axis_types=axis_types)
+  device_array = mesh_utils.create_hybrid_device_mesh(
+      sizes, (dcn_data, 1, 1), devices,
+      process_is_granule=len({getattr(d, 'slice_index', 0) for d in devices}) == 1)
+  return Mesh(device_array, MESH_AXES, axis_types=axis_types)
 
 
 def logical_shardings(abstract_tree: Any, mesh: Mesh,

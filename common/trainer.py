@@ -109,7 +109,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
                              process_count=jax.process_count())
   dataset, eval_batches = data.train, data.eval_batches
 
-  mesh = sharding.make_mesh(config.mesh.shape)
+  mesh = sharding.make_mesh(config.mesh.shape, dcn_data=config.mesh.get('dcn_data', 1))
   if train_cfg.batch_size % (sharding.data_parallel_size(mesh) *
                              train_cfg.get('grad_accum_steps', 1)):
     raise UserError(f'train.batch_size {train_cfg.batch_size} does not split over '

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (create_pretraining_data.py defaults). The demo trains on 64-token sequences:
   # on a CPU, more updates of shorter sequences learn more in the same minutes.
   config.masking = dict(
-      mask_prob=0.15, mask_token_prob=0.8, random_token_prob=0.1,
+      strategy='token', mask_prob=0.15, mask_token_prob=0.8, random_token_prob=0.1,
       max_predictions_per_seq=10 if demo else 20, budget='bert', dynamic=False,
       dupe_factor=2 if demo else 10)
 
@@ -85,6 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       keep_checkpoints=3, data_threads=2,
       peak_flops_per_device=0.0)  # 0: known accelerators' peak (common/flops.py).
 
-  # Mesh: pure data parallelism over every device.
-  config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1))
+  # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).
+  config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1), dcn_data=1)
   return config

@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Masking: dynamic, a new mask every time a sequence is seen (section 4.1); fairseq
   # masks int(0.15 * n + U[0, 1)) tokens, 80/10/10. 80 caps nothing at 512 tokens.
   config.masking = dict(
-      mask_prob=0.15, mask_token_prob=0.8, random_token_prob=0.1,
+      strategy='token', mask_prob=0.15, mask_token_prob=0.8, random_token_prob=0.1,
       max_predictions_per_seq=10 if demo else 80, budget='roberta', dynamic=True,
       dupe_factor=1)
 
@@ -83,6 +83,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       keep_checkpoints=3, data_threads=2,
       peak_flops_per_device=0.0)  # 0: known accelerators' peak (common/flops.py).
 
-  # Mesh: pure data parallelism over every device.
-  config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1))
+  # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).
+  config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1), dcn_data=1)
   return config

@@ -33,7 +33,9 @@ def run(command: list[str]) -> None:
 def test_two_processes_match_one(tmp_path):
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
   run(['launch.train', *TINY, f'--workdir={one}'])
-  run(['launch.multiprocess', '--num_processes=2', '--', *TINY, f'--workdir={two}'])
+  # Each process as one slice: the data axis spans the two over the "DCN".
+  run(['launch.multiprocess', '--num_processes=2', '--', *TINY,
+       '--config.mesh.dcn_data=2', f'--workdir={two}'])
   a = run_log.read_metrics(os.path.join(one, 'metrics.jsonl'))
   b = run_log.read_metrics(os.path.join(two, 'metrics.jsonl'))
   assert [r['step'] for r in a] == [r['step'] for r in b]
