@@ -1,4 +1,5 @@
-"""Output heads on top of the shared encoder: masked-LM, pooler, classification.
+"""Output heads on top of the shared encoder: masked-LM, pooler, classification,
+SpanBERT's span boundary.
 
 The MLM head computes logits only at the masked positions (gather first, then project
 onto the vocabulary): with 15% masking that is ~7x less work and memory than a full
@@ -94,3 +95,44 @@ class ClassificationHead(nn.Module):
         kernel_init=encoder_lib.kernel_init(spec, ('embed', 'classes')),
         bias_init=encoder_lib.zeros_init(('classes',)), name='dense')(x_BxH)
     return logits_BxC.astype(jnp.float32)
+
+
+class SpanBoundaryHead(nn.Module):
+  """SpanBERT's span-boundary objective head (Joshi et al. 2020, section 3.2).
+
+  y_i = f(x_{s-1}, x_{e+1}, p_{i-s+1}) with f = Linear, GeLU, LayerNorm, Linear, GeLU,
+  LayerNorm (eq. 2), then the tied token table^T plus a bias of its own (as
+  facebookresearch/SpanBERT `BertPairTargetPredictionHead`, which ties the decoder to
+  the word embeddings). The relative position table has `max_positions` rows (200 in
+  the reference); offsets beyond it share the last row.
+  Params: 'position_embeddings' [R, H], 'dense_0', 'layer_norm_0', 'dense_1',
+  'layer_norm_1', 'output_bias' [V].
+  """
+  config: Any
+  max_positions: int = 200
+
+  @nn.compact
+  def __call__(self, hidden_BxLxH: Array, left_BxP: Array, right_BxP: Array,
+               offsets_BxP: Array, attend_fn: Callable[[Array], Array]) -> Array:
+    """Logits for every masked target from its span's boundaries: float32 [B, P, V]."""
+    spec = encoder_lib.EncoderSpec.from_config(self.config)
+    table_RxH = self.param(
+        'position_embeddings',
+        encoder_lib.kernel_init(spec, ('position', 'embed')),
+        (self.max_positions, spec.hidden_size), jnp.float32)
+    offsets_BxP = jnp.clip(offsets_BxP, 0, self.max_positions - 1)
+    x_BxPx3H = jnp.concatenate([
+        gather_positions(hidden_BxLxH, left_BxP),
+        gather_positions(hidden_BxLxH, right_BxP),
+        jnp.take(table_RxH, offsets_BxP, axis=0).astype(hidden_BxLxH.dtype)], axis=-1)
+    x = x_BxPx3H
+    for i, width in enumerate((spec.hidden_size, spec.embedding_size)):
+      x = nn.Dense(
+          width, dtype=spec.compute_dtype, param_dtype=jnp.float32,
+          kernel_init=encoder_lib.kernel_init(spec, ('embed', 'embed_out')),
+          bias_init=encoder_lib.zeros_init(('embed_out',)), name=f'dense_{i}')(x)
+      x = nn.gelu(x, approximate=False)
+      x = encoder_lib.layer_norm(spec, 'embed_out', name=f'layer_norm_{i}')(x)
+    bias_V = self.param('output_bias', encoder_lib.zeros_init(('vocab',)),
+                        (spec.vocab_size,), jnp.float32)
+    return attend_fn(x).astype(jnp.float32) + bias_V

@@ -11,6 +11,10 @@ step and keep the others:
 3. `replace_tokens`: each selected position becomes [MASK], a random token or
    stays (80/10/10 in BERT, 85/0/15 in ELECTRA); MacBERT's similar-word
    replacement is another step 3.
+Whole-word units come from `common/word_units.py`; `select_ngrams` (ALBERT,
+MacBERT) and `select_spans` (SpanBERT) return the selected groups of units so that
+`replace_groups` can decide 80/10/10 once per span; `common/mask_strategies.py`
+puts the steps together per `masking.strategy`.
 `mask_tokens` runs the three on one row and returns the targets padded to
 `max_predictions`, the layout of google-research/bert's `masked_lm_positions /
 masked_lm_ids / masked_lm_weights`; the MLM head gathers those positions only.
@@ -32,13 +36,17 @@ All randomness comes from an `np.random.Generator`: a seed fixes the output.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
 from common.errors import UserError
 
-BUDGETS = ('bert', 'roberta', 'electra')
+BUDGETS = ('bert', 'roberta', 'electra', 'spanbert')
+# p(n) for n-gram lengths 1..len: ALBERT's 1/n for n <= 3 (create_pretraining_data.py,
+# 6/11, 3/11, 2/11); MacBERT's 40/30/20/10% for 1..4 (Cui et al. 2020, section 3.3).
+NGRAM_PRESETS = {'albert': (6 / 11, 3 / 11, 2 / 11), 'macbert': (0.4, 0.3, 0.2, 0.1)}
 
 
 # ---------------------------------------------------------------------------
@@ -77,6 +85,8 @@ def num_to_predict(n_tokens: int, seq_len: int, rng: np.random.Generator, *,
   - 'electra' (google-research/electra): max(1, min(N, round(n_tokens *
     mask_prob))) with N = int((mask_prob + 0.005) * seq_len), N capped at
     max_predictions.
+  - 'spanbert' (facebookresearch/SpanBERT, `masking.py`): min(max_predictions,
+    max(1, ceil(mask_prob * n_tokens))).
   Python's `round` halves to even, as Python 3 `round` in BERT and `tf.round`
   in ELECTRA do.
 
@@ -99,6 +109,8 @@ def num_to_predict(n_tokens: int, seq_len: int, rng: np.random.Generator, *,
   if budget == 'electra':
     cap = min(max_predictions, int((mask_prob + 0.005) * seq_len))
     return max(1, min(cap, round(n_tokens * mask_prob)))
+  if budget == 'spanbert':
+    return min(max_predictions, max(1, math.ceil(mask_prob * n_tokens - 1e-9)))
   raise UserError(f'budget must be one of {BUDGETS}, got {budget!r}')
 
 
@@ -138,6 +150,151 @@ def select_units(units: Sequence[np.ndarray], num_to_predict: int,
   return np.sort(np.concatenate(chosen)).astype(np.int32)
 
 
+def _unit_tables(units: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Per unit: token count, and the length of the run of adjacent units from it.
+
+  Units are adjacent when no special token lies between them, so n-grams and spans
+  never cross [SEP] (the references' candidate lists skip specials and could).
+  """
+  n = len(units)
+  lengths = np.fromiter((len(u) for u in units), np.int64, n)
+  run = np.ones(n, np.int64)
+  for i in range(n - 2, -1, -1):
+    if units[i + 1][0] == units[i][-1] + 1:
+      run[i] = run[i + 1] + 1
+  return lengths, run
+
+
+def ngram_probs(probs: Sequence[float] | str | None = None,
+                max_n: int = 3) -> np.ndarray:
+  """p(n) for n = 1..N: a preset name, explicit probabilities, or 1/n up to max_n."""
+  if isinstance(probs, str):
+    if probs not in NGRAM_PRESETS:
+      raise UserError(f'unknown n-gram preset {probs!r}; known: '
+                      f'{sorted(NGRAM_PRESETS)}')
+    probs = NGRAM_PRESETS[probs]
+  if probs is None or len(probs) == 0:
+    if max_n < 1:
+      raise UserError(f'masking.ngram_max must be >= 1, got {max_n}')
+    probs = 1.0 / np.arange(1, max_n + 1)
+  probs = np.asarray(probs, np.float64)
+  if (probs < 0).any() or probs.sum() <= 0:
+    raise UserError(f'n-gram probabilities must be >= 0 with a positive sum, '
+                    f'got {probs.tolist()}')
+  return probs / probs.sum()
+
+
+def select_ngrams(units: Sequence[np.ndarray], num_to_predict: int,
+                  rng: np.random.Generator,
+                  probs_N: np.ndarray) -> list[np.ndarray]:
+  """n-gram whole-word selection (ALBERT; MacBERT with its probabilities).
+
+  As google-research/albert `create_masked_lm_predictions`: the unit indices are
+  shuffled as n-gram starts; at each start n ~ probs_N; if the n-gram overflows
+  the budget, shorter ones are tried; an n-gram touching an already covered
+  unit is skipped. Here n is also cut at the end of a run of adjacent units.
+
+  Args:
+    units: candidate units (words) in position order.
+    num_to_predict: the budget in tokens.
+    rng: start order and lengths.
+    probs_N: p(n) for n = 1..N.
+
+  Returns:
+    The selected n-grams in selection order, each an int array of unit indices.
+  """
+  if not units or num_to_predict <= 0:
+    return []
+  lengths, run = _unit_tables(units)
+  cumulative = np.concatenate([[0], np.cumsum(lengths)])
+  order = rng.permutation(len(units))
+  drawn_n = rng.choice(len(probs_N), size=len(units), p=probs_N) + 1
+  covered = np.zeros(len(units), bool)
+  groups, count = [], 0
+  for start, n in zip(order, drawn_n):
+    if count >= num_to_predict:
+      break
+    n = min(int(n), int(run[start]))
+    while n > 0 and cumulative[start + n] - cumulative[start] > num_to_predict - count:
+      n -= 1
+    if n == 0 or covered[start:start + n].any():
+      continue
+    covered[start:start + n] = True
+    count += cumulative[start + n] - cumulative[start]
+    groups.append(np.arange(start, start + n))
+  return groups
+
+
+def span_length_probs(p: float = 0.2, max_len: int = 10) -> np.ndarray:
+  """SpanBERT's clipped geometric p(l) proportional to p (1 - p)^(l - 1), l = 1..max_len.
+
+  Joshi et al. 2020, section 3.1: p = 0.2, l_max = 10, mean 3.8 words.
+  """
+  if not 0.0 < p <= 1.0 or max_len < 1:
+    raise UserError(f'span masking needs 0 < span_p <= 1 and span_max >= 1, '
+                    f'got {p} and {max_len}')
+  probs = p * (1.0 - p) ** np.arange(max_len)
+  return probs / probs.sum()
+
+
+def select_spans(units: Sequence[np.ndarray], num_to_predict: int,
+                 rng: np.random.Generator,
+                 probs_N: np.ndarray) -> list[np.ndarray]:
+  """SpanBERT span selection over whole words, until the budget is spent.
+
+  Each span draws a length l (in words) from probs_N, then an anchor uniformly
+  among the words where l free, adjacent words start and fit the remaining
+  budget; with no such anchor l is shortened (as ALBERT's overflow rule). The
+  reference (facebookresearch/SpanBERT `PairWithSpanMaskingScheme`) extends a
+  random anchor rightwards instead, cutting a span where the budget ends (even
+  mid-word) and letting spans overlap; we keep words whole and spans disjoint,
+  so the lengths of all spans but a row's last follow probs_N.
+
+  Args:
+    units: candidate units (words) in position order.
+    num_to_predict: the budget in tokens.
+    rng: lengths and anchors.
+    probs_N: p(l) for l = 1..N words (`span_length_probs`).
+
+  Returns:
+    The spans in selection order, each an int array of unit indices.
+  """
+  if not units or num_to_predict <= 0:
+    return []
+  lengths, run = _unit_tables(units)
+  cumulative = np.concatenate([[0], np.cumsum(lengths)])
+  n_units = len(units)
+  free = np.ones(n_units, bool)
+  spans, count = [], 0
+  while count < num_to_predict:
+    length = int(rng.choice(len(probs_N), p=probs_N)) + 1
+    # used_before[i] = covered units before i: a window [i, i+l) is free when equal.
+    used_before = np.concatenate([[0], np.cumsum(~free)])
+    starts = np.arange(n_units)
+    anchors = np.zeros(0, np.int64)
+    while length > 0:
+      ends = np.minimum(starts + length, n_units)
+      ok = ((run >= length) & (used_before[ends] == used_before[starts])
+            & (cumulative[ends] - cumulative[starts] <= num_to_predict - count))
+      anchors = starts[ok]
+      if len(anchors):
+        break
+      length -= 1
+    if not len(anchors):
+      break
+    start = int(anchors[rng.integers(len(anchors))])
+    free[start:start + length] = False
+    count += cumulative[start + length] - cumulative[start]
+    spans.append(np.arange(start, start + length))
+  return spans
+
+
+def group_positions(units: Sequence[np.ndarray],
+                    groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+  """Each group of unit indices -> the sorted positions it covers."""
+  return [np.concatenate([units[i] for i in g]).astype(np.int32) for g in groups]
+
+
 # ---------------------------------------------------------------------------
 # Step 3: replacement.
 
@@ -174,6 +331,40 @@ def replace_tokens(input_ids_L: np.ndarray, positions_K: np.ndarray,
     is_random = ((u >= mask_token_prob)
                  & (u < mask_token_prob + random_token_prob))
     out[positions_K[is_random]] = draws[is_random]
+  return out
+
+
+def replace_groups(input_ids_L: np.ndarray, groups: Sequence[np.ndarray],
+                   rng: np.random.Generator, *, mask_id: int,
+                   random_token_ids: np.ndarray, mask_token_prob: float = 0.8,
+                   random_token_prob: float = 0.1) -> np.ndarray:
+  """`replace_tokens` with one 80/10/10 decision per group (SpanBERT's spans).
+
+  facebookresearch/SpanBERT `masking.py` draws one number per span: the whole
+  span becomes [MASK], or random tokens (each position its own draw), or stays.
+
+  Args:
+    input_ids_L: [L] token ids (not modified).
+    groups: positions of each group (disjoint).
+    rng: one draw per group, then one random token per position.
+    mask_id, random_token_ids, mask_token_prob, random_token_prob: as in
+      `replace_tokens`.
+
+  Returns:
+    [L] int32 corrupted copy.
+  """
+  out = np.array(input_ids_L, np.int32)
+  if not groups:
+    return out
+  u_G = rng.random(len(groups))
+  sizes = np.fromiter((len(g) for g in groups), np.int64, len(groups))
+  positions = np.concatenate(groups).astype(np.int64)
+  u = np.repeat(u_G, sizes)
+  out[positions[u < mask_token_prob]] = mask_id
+  if random_token_prob > 0:
+    draws = random_token_ids[rng.integers(0, len(random_token_ids), len(positions))]
+    is_random = (u >= mask_token_prob) & (u < mask_token_prob + random_token_prob)
+    out[positions[is_random]] = draws[is_random]
   return out
 
 

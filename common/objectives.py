@@ -20,6 +20,8 @@ import optax
 
 from common import metrics as metrics_lib
 from common import mlm_model
+from common import span_boundary
+from common import span_boundary_model
 from common.errors import UserError
 
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, bool],
@@ -105,10 +107,36 @@ def masked_lm_and_sentence_pair(config, task: str) -> Objective:
   return Objective(f'mlm_{task}', model, loss_fn, MLM_KEYS + (label_key,))
 
 
+def masked_lm_and_span_boundary(config) -> Objective:
+  """SpanBERT: MLM + span-boundary objective, summed with weight `objective.sbo_weight`.
+
+  Joshi et al. 2020, section 3.2: L(x_i) = L_MLM(x_i) + L_SBO(x_i), each a
+  cross-entropy over the masked tokens (weight 1.0).
+  """
+  model = span_boundary_model.SpanBoundaryModel(
+      config.model, max_relative_positions=config.objective.get('sbo_positions', 200))
+  weight = config.objective.get('sbo_weight', 1.0)
+
+  def loss_fn(params, batch, rng, deterministic):
+    out = model.apply({'params': params}, batch, deterministic=deterministic,
+                      rngs={'dropout': rng})
+    mlm, mlm_metrics = masked_lm_loss(out['mlm_logits'], batch['masked_ids'],
+                                      batch['masked_weights'])
+    sbo, sbo_metrics = masked_lm_loss(out['sbo_logits'], batch['masked_ids'],
+                                      batch['masked_weights'])
+    loss = mlm + weight * sbo
+    return loss, {'loss': metrics_lib.scalar(loss), **mlm_metrics,
+                  'sbo_loss': sbo_metrics['mlm_loss'],
+                  'sbo_accuracy': sbo_metrics['mlm_accuracy']}
+
+  return Objective('mlm_sbo', model, loss_fn, MLM_KEYS + span_boundary.SPAN_FIELDS)
+
+
 OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
     'mlm': masked_lm,
     'mlm_nsp': lambda config: masked_lm_and_sentence_pair(config, 'nsp'),
     'mlm_sop': lambda config: masked_lm_and_sentence_pair(config, 'sop'),
+    'mlm_sbo': masked_lm_and_span_boundary,
 }
 
 

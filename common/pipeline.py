@@ -10,6 +10,12 @@ Masking follows the experiment's `masking.dynamic` switch:
   (seed, example uid, epoch);
 - static (BERT, create_pretraining_data.py): `dupe_factor` copies of the data are built,
   each with its own segmentation and its own fixed mask, and the stream cycles over them.
+
+`masking.strategy` picks the masking (common/mask_strategies.py); strategies that need
+corpus-built tables (MacBERT's similar words, ERNIE's phrases) get them from
+`masking_vocab`, built from the tokenized training corpus and saved in the workdir.
+Every masked example also carries the span-boundary fields (common/span_boundary.py)
+that SpanBERT's objective reads.
 """
 
 from collections.abc import Sequence
@@ -20,8 +26,12 @@ import grain
 import numpy as np
 
 from common import corpus
+from common import mask_strategies
 from common import masking
 from common import packing
+from common import phrases
+from common import similar_words
+from common import span_boundary
 from common import tokenizer as tokenizer_lib
 from common.errors import UserError
 from common.tokenizer import Tokenizer
@@ -64,26 +74,78 @@ def build_examples(token_docs: list[list[np.ndarray]], data_config,
   raise UserError(f'unknown packing {mode!r}; known: {PACKINGS}')
 
 
+def masking_vocab(config, tokenizer: Tokenizer, token_docs=None,
+                  workdir: str | None = None) -> mask_strategies.MaskingVocab:
+  """The tokenizer's ids and tables for `config.masking.strategy`.
+
+  MacBERT's similar-word table and ERNIE's phrase lexicon are built from the tokenized
+  training corpus `token_docs` (deterministically) and saved in the workdir, or read
+  from the user's file; without a corpus they are empty (random-word fallback, word
+  and entity units only).
+  """
+  strategy = mask_strategies.check_strategy(config.masking)
+  table = lexicon = capitalised = None
+  if strategy == 'macbert' and (token_docs is not None
+                                or config.masking.get('similar_words_path', '')):
+    table = similar_words.get_table(config.masking, token_docs or [], tokenizer,
+                                    workdir, config.seed)
+  if strategy == 'ernie':
+    capitalised = phrases.capitalised_pieces(
+        [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)])
+    if token_docs is not None or config.masking.get('phrase_lexicon_path', ''):
+      lexicon = phrases.get_lexicon(config.masking, token_docs or [], tokenizer, workdir)
+  return mask_strategies.MaskingVocab(
+      mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
+      special_ids=np.asarray(tokenizer.special_ids, np.int32),
+      random_token_ids=tokenizer.random_token_ids,
+      is_word_start=tokenizer.is_word_start, is_capitalised=capitalised,
+      similar_words=table, phrase_lexicon=lexicon)
+
+
 @dataclasses.dataclass(frozen=True)
 class Masker:
-  """Masks and pads one example; the rng seed makes it a pure function."""
+  """Masks and pads one example; the rng seed makes it a pure function.
+
+  `vocab` carries the strategy's tables (`masking_vocab`); None builds one from the
+  tokenizer alone.
+  """
   tokenizer: Tokenizer
   masking_config: Any
   max_seq_length: int
+  vocab: mask_strategies.MaskingVocab | None = None
+
+  def __post_init__(self):
+    if self.vocab is None:
+      object.__setattr__(self, 'vocab', masking_vocab(
+          _MaskingOnly(self.masking_config), self.tokenizer))
 
   def __call__(self, example: dict, seed: Sequence[int]) -> dict[str, np.ndarray]:
     cfg = self.masking_config
     padded = packing.pad_example(example, self.max_seq_length, self.tokenizer.pad_id)
-    masked = masking.mask_tokens(
-        padded['input_ids'], np.random.default_rng(list(seed)),
-        mask_id=self.tokenizer.mask_id, pad_id=self.tokenizer.pad_id,
-        special_ids=self.tokenizer.special_ids,
-        random_token_ids=self.tokenizer.random_token_ids, mask_prob=cfg.mask_prob,
-        max_predictions=cfg.max_predictions_per_seq, mask_token_prob=cfg.mask_token_prob,
-        random_token_prob=cfg.random_token_prob, budget=cfg.budget)
+    rng = np.random.default_rng(list(seed))
+    if cfg.get('strategy', 'token') == 'token':
+      masked = masking.mask_tokens(
+          padded['input_ids'], rng,
+          mask_id=self.tokenizer.mask_id, pad_id=self.tokenizer.pad_id,
+          special_ids=self.tokenizer.special_ids,
+          random_token_ids=self.tokenizer.random_token_ids, mask_prob=cfg.mask_prob,
+          max_predictions=cfg.max_predictions_per_seq,
+          mask_token_prob=cfg.mask_token_prob,
+          random_token_prob=cfg.random_token_prob, budget=cfg.budget)
+    else:
+      masked = mask_strategies.mask_row(padded['input_ids'], rng, cfg, self.vocab)
+    masked.update(span_boundary.boundary_targets(
+        masked['masked_positions'], masked['masked_weights'], self.max_seq_length))
     out = {**padded, **masked}
     out.pop('uid', None)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _MaskingOnly:
+  """A config view with only `masking` and a seed, for `masking_vocab` without tables."""
+  masking: Any
+  seed: int = 0
 
 
 def train_examples(token_docs, config, specials) -> list[dict]:
@@ -106,7 +168,8 @@ def train_examples(token_docs, config, specials) -> list[dict]:
 
 
 def train_dataset(examples: list[dict], config, tokenizer: Tokenizer, *,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+                  process_index: int = 0, process_count: int = 1,
+                  vocab: mask_strategies.MaskingVocab | None = None) -> grain.MapDataset:
   """This host's infinite stream of batches; element k is the batch of step k.
 
   Each epoch is a fresh permutation of `examples` (grain reshuffles per epoch after
@@ -117,7 +180,7 @@ def train_dataset(examples: list[dict], config, tokenizer: Tokenizer, *,
   if batch_size % process_count:
     raise UserError(f'train.batch_size {batch_size} is not divisible by the '
                     f'{process_count} processes')
-  masker = Masker(tokenizer, config.masking, config.data.max_seq_length)
+  masker = Masker(tokenizer, config.masking, config.data.max_seq_length, vocab)
   n = len(examples)
   dynamic = bool(config.masking.dynamic)
 
@@ -137,7 +200,9 @@ def stack_examples(examples: Sequence[dict]) -> dict[str, np.ndarray]:
 
 
 def eval_batches(token_docs, config, tokenizer: Tokenizer, *, process_index: int = 0,
-                 process_count: int = 1) -> list[dict[str, np.ndarray]]:
+                 process_count: int = 1,
+                 vocab: mask_strategies.MaskingVocab | None = None
+                 ) -> list[dict[str, np.ndarray]]:
   """Fixed held-out batches (static masks), this host's rows of each global batch.
 
   At most `train.eval_batches` global batches of `train.eval_batch_size`; a held-out
@@ -149,7 +214,7 @@ def eval_batches(token_docs, config, tokenizer: Tokenizer, *, process_index: int
   if not examples:
     raise UserError('the held-out corpus produced no examples; raise '
                     'data.heldout_fraction or add text')
-  masker = Masker(tokenizer, config.masking, config.data.max_seq_length)
+  masker = Masker(tokenizer, config.masking, config.data.max_seq_length, vocab)
   masked = [masker(ex, (config.seed, 4, i)) for i, ex in enumerate(examples)]
   size = config.train.eval_batch_size
   n_batches = max(1, min(config.train.eval_batches, len(masked) // size))
@@ -184,12 +249,13 @@ def build_data(config, workdir: str, *, process_index: int = 0,
   if config.model.vocab_size != tokenizer.vocab_size:
     raise UserError(f'model.vocab_size {config.model.vocab_size} does not match the '
                     f'tokenizer {tokenizer.model_path} ({tokenizer.vocab_size} pieces)')
-  examples = train_examples(tokenize_corpus(train_docs, tokenizer), config,
-                            special_ids(tokenizer))
+  train_tokens = tokenize_corpus(train_docs, tokenizer)
+  vocab = masking_vocab(config, tokenizer, train_tokens, workdir)
+  examples = train_examples(train_tokens, config, special_ids(tokenizer))
   return PretrainingData(
       tokenizer=tokenizer,
       train=train_dataset(examples, config, tokenizer, process_index=process_index,
-                          process_count=process_count),
+                          process_count=process_count, vocab=vocab),
       eval_batches=eval_batches(tokenize_corpus(heldout_docs, tokenizer), config,
                                 tokenizer, process_index=process_index,
-                                process_count=process_count))
+                                process_count=process_count, vocab=vocab))

@@ -1,0 +1,52 @@
+r"""MacBERT: MLM as correction: n-gram whole-word masking with similar-word replacement, SOP.
+
+Cui et al. 2020, "Revisiting Pre-Trained Models for Chinese Natural Language
+Processing" (Findings of EMNLP, arXiv:2004.13922), section 3.3. No training code was
+released; the similar-word table is built from the training corpus (PPMI + SVD word
+vectors, common/similar_words.py) or read from `masking.similar_words_path`.
+
+Run the CPU demo (a few minutes on 2 cores, on the embedded default corpus):
+
+  python -m launch.train --config=experiments/macbert.py:demo --workdir=/tmp/macbert_demo
+
+Sizes: `:base` (L12 H768, 102M in the paper with its 21128-piece Chinese vocab) and
+`:large` (L24 H1024, 324M); BERT's encoders with ALBERT's sentence-order prediction.
+"""
+
+import ml_collections
+
+from experiments import bert
+
+SIZES = bert.SIZES
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = bert.get_config(arg)
+  size = config.name.split('-', 1)[1]
+  demo = size == 'demo'
+  config.name = f'macbert-{size}'
+  config.model.vocab_size = 4000 if demo else 21128  # Chinese BERT's vocab.
+
+  # Objective: MLM + sentence-order prediction (section 3.3, as ALBERT).
+  config.objective = dict(name='mlm_sop')
+
+  # Masking: whole-word n-grams, n = 1..4 at 40/30/20/10%, 15% of the input (we count
+  # tokens, so max_predictions holds); each selected word becomes a similar word 80%,
+  # a random word 10%, stays 10%, never [MASK] (mask_token_prob 0). A word without a
+  # same-length neighbour gets a random word. Masks are redrawn every epoch (ours).
+  config.masking = dict(
+      strategy='macbert', mask_prob=0.15, mask_token_prob=0.0, random_token_prob=0.1,
+      similar_word_prob=0.8, ngram_probs='macbert', ngram_max=4,
+      similar_words_path='', similar_words_max=3000,
+      max_predictions_per_seq=10 if demo else 80, budget='bert', dynamic=True,
+      dupe_factor=1)
+
+  # Data: segment pairs, swapped half the time (SOP); 512 tokens.
+  config.data.update(max_seq_length=64 if demo else 512, pair_task='sop')
+
+  # Optimizer: the paper trains with LAMB (lr 1e-4 for base, unverified); LAMB is not
+  # in common/optimizers.py yet, so AdamW with the same peak lr; base: 1M steps of
+  # batch 2560 at 512 tokens (paper section 4.1, unverified).
+  config.train.update(steps=800 if demo else 1_000_000,
+                      batch_size=32 if demo else 2560)
+  return config
