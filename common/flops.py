@@ -58,8 +58,19 @@ def masked_lm_flops_per_token(config) -> float:
   return flops
 
 
+def span_boundary_flops_per_token(config) -> float:
+  """SpanBERT: the MLM model plus the span-boundary head at every masked position:
+  [left; right; relative position] 3H -> H -> E, then the tied E -> V projection."""
+  model, seq_len = config.model, config.data.max_seq_length
+  h = model.hidden_size
+  e = model.get('embedding_size') or h
+  head = 6.0 * (3 * h * h + h * e + e * model.vocab_size)
+  return (masked_lm_flops_per_token(config)
+          + head * config.masking.max_predictions_per_seq / seq_len)
+
+
 # Objective name -> FLOPs per token; recipes with other models register theirs.
-FLOPS_PER_TOKEN: dict[str, Callable] = {}
+FLOPS_PER_TOKEN: dict[str, Callable] = {'mlm_sbo': span_boundary_flops_per_token}
 
 
 def register(objective_name: str, fn: Callable) -> None:
