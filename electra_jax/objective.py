@@ -1,0 +1,196 @@
+"""ELECTRA's objective: generator MLM + 50 x replaced-token detection, in one loss.
+
+Clark et al. 2020 (arXiv:2003.10555), section 2 and eq. (1); reference:
+google-research/electra `run_pretraining.py` (`PretrainingModel.__init__`,
+`_get_fake_data`) and `pretrain/pretrain_helpers.py` (`unmask`, `sample_from_softmax`,
+`scatter_update`).
+
+One loss function for the shared train step (common/train_step.py):
+  1. the generator reads the masked input and predicts the masked tokens (MLM loss);
+  2. a token is sampled at each masked position from its logits with the Gumbel-max
+     trick (temperature 1.0) under stop_gradient: no gradient flows through the sample;
+  3. the samples are scattered into every selected position (weight > 0) of the
+     ORIGINAL ids, whether that position showed [MASK] or its own token;
+  4. labels = corrupted != original at non-pad positions, so a sample that happens to
+     equal the original token is labelled "original";
+  5. the discriminator reads the corrupted ids; sigmoid cross-entropy over every non-pad
+     token; loss = 1.0 x MLM + 50.0 x RTD (reference `gen_weight`, `disc_weight`).
+
+Registration: importing this module adds the objective 'electra' to
+`common.objectives` (`common` never imports `electra_jax`). `electra_jax/__init__.py`
+imports it, and experiments/electra.py imports `electra_jax`, so loading the experiment
+file (as `launch.train --config=experiments/electra.py:...` does) registers it.
+
+Model FLOPs (common/flops.py, for MFU) count both networks, as STYLE.md asks and the
+reference's flops_computation.py does: generator encoder + its MLM head at the masked
+positions, discriminator encoder + its per-token head.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from common import flops as flops_lib
+from common import metrics as metrics_lib
+from common import objectives
+from electra_jax import model as model_lib
+
+Array = jax.Array
+
+# Reference defaults (configure_pretraining.py): gen_weight, disc_weight, temperature.
+GENERATOR_WEIGHT = 1.0
+DISCRIMINATOR_WEIGHT = 50.0
+TEMPERATURE = 1.0
+
+
+def scatter_positions(ids_BxL: Array, positions_BxP: Array, values_BxP: Array,
+                      weights_BxP: Array) -> Array:
+  """ids with values written at positions where weights > 0 (padding entries skipped)."""
+  length = ids_BxL.shape[1]
+  rows_Bx1 = jnp.arange(ids_BxL.shape[0])[:, None]
+  # Padding entries point past the end and are dropped, so they never touch position 0.
+  cols_BxP = jnp.where(weights_BxP > 0, positions_BxP, length)
+  return ids_BxL.at[rows_Bx1, cols_BxP].set(values_BxP.astype(ids_BxL.dtype),
+                                            mode='drop')
+
+
+def original_ids(batch: dict[str, Array]) -> Array:
+  """The uncorrupted ids: masked_ids put back at the selected positions (`unmask`)."""
+  return scatter_positions(batch['input_ids'], batch['masked_positions'],
+                           batch['masked_ids'], batch['masked_weights'])
+
+
+def gumbel_sample(logits_BxPxV: Array, rng: Array,
+                  temperature: float = TEMPERATURE) -> Array:
+  """Token ids sampled from softmax(logits / temperature) by Gumbel-max; no gradient.
+
+  As the reference's `sample_from_softmax` under `tf.stop_gradient`.
+  """
+  logits_BxPxV = jax.lax.stop_gradient(logits_BxPxV).astype(jnp.float32)
+  gumbel_BxPxV = jax.random.gumbel(rng, logits_BxPxV.shape, jnp.float32)
+  return jnp.argmax(logits_BxPxV / temperature + gumbel_BxPxV, axis=-1).astype(jnp.int32)
+
+
+def corrupt(batch: dict[str, Array], sampled_BxP: Array) -> tuple[Array, Array]:
+  """Replaces every selected position of the original ids by the generator's sample.
+
+  Returns:
+    (corrupted_ids_BxL, labels_BxL): labels are 1 where the corrupted token differs
+    from the original at a real (non-pad) position, else 0; a sample equal to the
+    original token is labelled 0 ("original").
+  """
+  original_BxL = original_ids(batch)
+  corrupted_BxL = scatter_positions(original_BxL, batch['masked_positions'], sampled_BxP,
+                                    batch['masked_weights'])
+  real_BxL = batch['attention_mask'].astype(bool)
+  labels_BxL = ((corrupted_BxL != original_BxL) & real_BxL).astype(jnp.int32)
+  return corrupted_BxL, labels_BxL
+
+
+def replaced_token_detection_loss(
+    logits_BxL: Array, labels_BxL: Array,
+    weights_BxL: Array) -> tuple[Array, metrics_lib.Metrics]:
+  """Sigmoid cross-entropy over the real tokens, and the detector's metrics.
+
+  Returns:
+    The mean loss per real token and metrics 'rtd_loss', 'rtd_accuracy',
+    'rtd_precision' and 'rtd_recall' (positive class = replaced), 'replaced_fraction'
+    (the share of replaced tokens; 1 minus it is the accuracy of always answering
+    "original") and 'rtd_baseline_loss', the loss of predicting the batch's replaced
+    fraction everywhere: the RTD loss depends on how good the generator is, and only
+    a loss below this baseline shows the discriminator knows more than the base rate.
+  """
+  labels_f = labels_BxL.astype(jnp.float32)
+  per_token = optax.sigmoid_binary_cross_entropy(logits_BxL, labels_f)
+  loss_sum, count = metrics_lib.weighted(per_token, weights_BxL)
+  predicted_BxL = logits_BxL > 0
+  replaced_BxL = labels_BxL.astype(bool)
+  true_pos_BxL = predicted_BxL & replaced_BxL
+  weights_f = weights_BxL.astype(jnp.float32)
+  rate = jnp.clip(jnp.sum(replaced_BxL * weights_f) / jnp.maximum(count, 1.0),
+                  1e-7, 1.0 - 1e-7)
+  base_rate_entropy = -(rate * jnp.log(rate) + (1.0 - rate) * jnp.log1p(-rate))
+  return loss_sum / jnp.maximum(count, 1.0), {
+      'rtd_loss': (loss_sum, count),
+      'rtd_accuracy': metrics_lib.weighted(predicted_BxL == replaced_BxL, weights_f),
+      'rtd_precision': metrics_lib.weighted(true_pos_BxL, predicted_BxL * weights_f),
+      'rtd_recall': metrics_lib.weighted(true_pos_BxL, replaced_BxL * weights_f),
+      'replaced_fraction': metrics_lib.weighted(replaced_BxL, weights_f),
+      'rtd_baseline_loss': (base_rate_entropy * count, count),
+  }
+
+
+def forward(model: model_lib.ElectraModel, params: Any, batch: dict[str, Array],
+            rng: Array, deterministic: bool,
+            temperature: float = TEMPERATURE) -> dict[str, Array]:
+  """Generator, sample, corrupt, discriminator: every intermediate of one step.
+
+  `rng` is split three ways: generator dropout, sampling, discriminator dropout.
+
+  Returns:
+    'mlm_logits' [B, P, V], 'sampled' [B, P], 'corrupted' [B, L], 'labels' [B, L],
+    'hidden' [B, L, H] and 'rtd_logits' [B, L] of the discriminator.
+  """
+  gen_rng, sample_rng, disc_rng = jax.random.split(rng, 3)
+  variables = {'params': params}
+  mlm_logits_BxPxV = model.apply(
+      variables, batch, deterministic=deterministic, rngs={'dropout': gen_rng},
+      method=model_lib.ElectraModel.generate)
+  sampled_BxP = gumbel_sample(mlm_logits_BxPxV, sample_rng, temperature)
+  corrupted_BxL, labels_BxL = corrupt(batch, sampled_BxP)
+  disc = model.apply(
+      variables, corrupted_BxL, batch.get('segment_ids'), batch['attention_mask'],
+      deterministic=deterministic, rngs={'dropout': disc_rng},
+      method=model_lib.ElectraModel.discriminate)
+  return {'mlm_logits': mlm_logits_BxPxV, 'sampled': sampled_BxP,
+          'corrupted': corrupted_BxL, 'labels': labels_BxL, **disc}
+
+
+def electra(config) -> objectives.Objective:
+  """The 'electra' objective from `config.model` and `config.objective`.
+
+  config.objective fields (reference names in brackets): generator_weight [gen_weight]
+  1.0, discriminator_weight [disc_weight] 50.0, temperature 1.0.
+  """
+  model = model_lib.ElectraModel(config.model)
+  get = config.objective.get
+  gen_weight = get('generator_weight', GENERATOR_WEIGHT)
+  disc_weight = get('discriminator_weight', DISCRIMINATOR_WEIGHT)
+  temperature = get('temperature', TEMPERATURE)
+
+  def loss_fn(params, batch, rng, deterministic):
+    out = forward(model, params, batch, rng, deterministic, temperature)
+    mlm, mlm_metrics = objectives.masked_lm_loss(
+        out['mlm_logits'], batch['masked_ids'], batch['masked_weights'])
+    rtd, rtd_metrics = replaced_token_detection_loss(
+        out['rtd_logits'], out['labels'], batch['attention_mask'])
+    loss = gen_weight * mlm + disc_weight * rtd
+    sampled_correct = out['sampled'] == batch['masked_ids']
+    return loss, {
+        'loss': metrics_lib.scalar(loss), **mlm_metrics, **rtd_metrics,
+        'sampled_correct_fraction': metrics_lib.weighted(sampled_correct,
+                                                         batch['masked_weights']),
+    }
+
+  return objectives.Objective('electra', model, loss_fn, objectives.MLM_KEYS)
+
+
+def electra_flops_per_token(config) -> float:
+  """Training FLOPs per token: generator + discriminator (6 per weight, 12 L H T)."""
+  seq_len = config.data.max_seq_length
+  predictions = config.masking.max_predictions_per_seq
+  generator = ml_collections.ConfigDict(
+      dataclasses.asdict(model_lib.generator_spec(config.model)))
+  h = config.model.hidden_size
+  rtd_head = 6.0 * (h * h + h)  # dense(H, H) and dense(H, 1) at every token.
+  return (flops_lib.encoder_flops_per_token(generator, seq_len)
+          + flops_lib.mlm_head_flops_per_token(generator, seq_len, predictions)
+          + flops_lib.encoder_flops_per_token(config.model, seq_len) + rtd_head)
+
+
+objectives.register('electra', electra)
+flops_lib.register('electra', electra_flops_per_token)
