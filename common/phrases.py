@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from common import atomic_files
 from common import similar_words
 from common import word_units
 from common.errors import UserError
@@ -89,9 +90,7 @@ def get_lexicon(masking_config, token_docs, tokenizer, workdir: str | None
   lexicon = build(token_docs, tokenizer.is_word_start,
                   min_pmi=masking_config.get('phrase_min_pmi', 3.0))
   if cache:
-    with open(cache + '.tmp', 'w') as f:
-      f.write(lexicon.to_json(tokenizer.vocab_size))
-    os.replace(cache + '.tmp', cache)
+    atomic_files.write_text(cache, lexicon.to_json(tokenizer.vocab_size))
   return lexicon
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from tensorboardX import SummaryWriter
 
+from common import atomic_files
+
 
 class RunLog:
   """Appends metrics to metrics.jsonl and TensorBoard under the workdir."""
@@ -25,7 +27,7 @@ class RunLog:
     # Lines past the restored step come from an interrupted run and will be redone.
     if resume_step and os.path.exists(self.path):
       kept = [line for line in read_metrics(self.path) if line['step'] <= resume_step]
-      _write_atomically(self.path, ''.join(json.dumps(l) + '\n' for l in kept))
+      atomic_files.write_text(self.path, ''.join(json.dumps(l) + '\n' for l in kept))
     elif not resume_step and os.path.exists(self.path):
       os.replace(self.path, self.path + '.old')
     self._file = open(self.path, 'a')
@@ -53,13 +55,6 @@ def _json_number(v: Any) -> Any:
   return v if not isinstance(v, float) or math.isfinite(v) else None
 
 
-def _write_atomically(path: str, text: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def read_metrics(path: str) -> list[dict]:
   """The records of a metrics.jsonl file, in order."""
   with open(path) as f:
@@ -68,7 +63,7 @@ def read_metrics(path: str) -> list[dict]:
 
 def write_summary(workdir: str, summary: dict) -> str:
   path = os.path.join(workdir, 'summary.json')
-  _write_atomically(path, json.dumps(summary, indent=2, sort_keys=True) + '\n')
+  atomic_files.write_text(path, json.dumps(summary, indent=2, sort_keys=True) + '\n')
   return path
 
 

@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from common import atomic_files
 from common import word_units
 from common.errors import UserError
 
@@ -164,9 +165,7 @@ def get_table(masking_config, token_docs, tokenizer, workdir: str | None,
   table = build(token_docs, tokenizer.is_word_start, seed=seed,
                 max_words=masking_config.get('similar_words_max', 3000))
   if cache:
-    with open(cache + '.tmp', 'w') as f:
-      f.write(table.to_json(tokenizer.vocab_size))
-    os.replace(cache + '.tmp', cache)
+    atomic_files.write_text(cache, table.to_json(tokenizer.vocab_size))
   return table
 
 

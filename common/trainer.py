@@ -9,7 +9,6 @@ summary.json and loss_curve.png. Started again on the same workdir it resumes fr
 latest checkpoint, with the same data order and rng.
 """
 
-import json
 import math
 import os
 import time
@@ -20,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from common import atomic_files
 from common import checkpoint as checkpoint_lib
 from common import flops as flops_lib
 from common import metrics as metrics_lib
@@ -57,9 +57,7 @@ def _config_record(workdir: str, config) -> None:
   text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
   if os.path.exists(path):
     path = os.path.join(workdir, 'config.resumed.json')
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+  atomic_files.write_text(path, text)
 
 
 def _global_batch(local_batch: dict, mesh, keys: tuple[str, ...]) -> dict:
