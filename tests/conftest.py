@@ -44,3 +44,31 @@ def import_hf():
       raise
     pytest.skip(f"needs the 'hf' extra (pip install -e '.[hf]'): {e}")
   return torch, transformers
+
+
+def parameter_count(config) -> int:
+  """Parameters of the recipe's whole pretraining model, counted without allocating.
+
+  Zero batches with every field the objective reads: [1, 8] per token, [1, 2] per
+  prediction (field names ending in '_positions', '_left', '_right', '_offsets',
+  '_ids' or '_weights' of masked predictions are shaped like `masked_positions`).
+  """
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from common import objectives  # pylint: disable=g-import-not-at-top
+
+  objective = objectives.get_objective(config)
+  length, predictions = 8, 2
+  per_token = ('input_ids', 'segment_ids', 'attention_mask')
+  batch = {}
+  for key in objective.batch_keys:
+    if key in per_token:
+      batch[key] = jnp.ones((1, length), jnp.int32)
+    elif key.endswith('_label'):
+      batch[key] = jnp.zeros((1,), jnp.int32)
+    else:
+      batch[key] = jnp.zeros((1, predictions), jnp.int32)
+  shapes = jax.eval_shape(objective.model.init, jax.random.PRNGKey(0), batch)
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(shapes)))

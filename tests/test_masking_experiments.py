@@ -10,6 +10,7 @@ import pytest
 
 from common import pipeline
 from common.errors import UserError
+from tests.conftest import parameter_count
 from tests.conftest import tiny_config
 
 RECIPES = {'bert_wwm': ('demo', 'base', 'large'), 'spanbert': ('demo', 'base', 'large'),
@@ -65,3 +66,59 @@ def test_tables_are_built_once_and_reused(recipe, tmp_path):
   batch = data.train[0]
   if recipe == 'macbert':
     assert not (batch['input_ids'] == data.tokenizer.mask_id).any()
+
+
+def bert_model_count(vocab, hidden, layers, ffn, pooler=True, positions=512, types=2):
+  """HF BertModel's exact parameter count (embeddings, layers, optional pooler)."""
+  embeddings = (vocab + positions + types) * hidden + 2 * hidden
+  layer = 4 * (hidden * hidden + hidden) + 2 * hidden * ffn + ffn + hidden + 4 * hidden
+  return embeddings + layers * layer + (hidden * hidden + hidden if pooler else 0)
+
+
+def mlm_head_count(vocab, hidden):
+  """BERT's MLM head: dense H -> H, LayerNorm, tied decoder, output bias [V]."""
+  return hidden * hidden + 3 * hidden + vocab
+
+
+def span_boundary_head_count(vocab, hidden):
+  """SpanBERT's SBO head (BertPairTargetPredictionHead): 200 x H relative positions,
+  Linear 3H -> H and H -> H, each followed by a LayerNorm, output bias [V]."""
+  return (200 * hidden + 3 * hidden * hidden + hidden + 2 * hidden
+          + hidden * hidden + hidden + 2 * hidden + vocab)
+
+
+# (recipe, size): exact count of the whole pretraining model, and the paper's count
+# (None when the paper gives none). BERT-wwm is BERT with another masking (Google's
+# wwm release notes): BertForPreTraining. SpanBERT (Joshi et al. 2020, section 4.1)
+# uses BERT's architecture with the cased 28,996 vocabulary, no NSP and so no pooler,
+# plus its SBO head; the paper reports no parameter count. MacBERT (Cui et al. 2020,
+# "Revisiting Pre-trained Models for Chinese NLP", Table 2: base 102M, large 324M;
+# BERT's Chinese vocabulary of 21,128) is BERT + an SOP head shaped like NSP's.
+# ERNIE 1.0 (Sun et al. 2019) is BERT-base with an 18,000 vocabulary; no count given.
+MASKING_RECIPE_COUNTS = {
+    ('bert_wwm', 'base'): (bert_model_count(30522, 768, 12, 3072)
+                           + mlm_head_count(30522, 768) + 2 * 768 + 2, 110e6),
+    ('bert_wwm', 'large'): (bert_model_count(30522, 1024, 24, 4096)
+                            + mlm_head_count(30522, 1024) + 2 * 1024 + 2, 340e6),
+    ('spanbert', 'base'): (bert_model_count(28996, 768, 12, 3072, pooler=False)
+                           + mlm_head_count(28996, 768)
+                           + span_boundary_head_count(28996, 768), None),
+    ('spanbert', 'large'): (bert_model_count(28996, 1024, 24, 4096, pooler=False)
+                            + mlm_head_count(28996, 1024)
+                            + span_boundary_head_count(28996, 1024), None),
+    ('macbert', 'base'): (bert_model_count(21128, 768, 12, 3072)
+                          + mlm_head_count(21128, 768) + 2 * 768 + 2, 102e6),
+    ('macbert', 'large'): (bert_model_count(21128, 1024, 24, 4096)
+                           + mlm_head_count(21128, 1024) + 2 * 1024 + 2, 324e6),
+    ('ernie', 'base'): (bert_model_count(18000, 768, 12, 3072)
+                        + mlm_head_count(18000, 768) + 2 * 768 + 2, None),
+}
+
+
+@pytest.mark.parametrize('recipe, size', sorted(MASKING_RECIPE_COUNTS))
+def test_paper_sizes_have_the_reference_parameter_counts(recipe, size):
+  exact, paper = MASKING_RECIPE_COUNTS[recipe, size]
+  count = parameter_count(get_config(recipe, size))
+  assert count == exact
+  if paper:  # Papers round; BERT-large's 340M is 1.1% above the released model.
+    assert abs(count - paper) / paper < 0.012, count
