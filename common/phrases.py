@@ -4,9 +4,13 @@ ERNIE 1.0 (Sun et al. 2019, "ERNIE: Enhanced Representation through Knowledge
 Integration", section 3.2) masks phrases and named entities as units, found by a
 segmenter and a lexicon that were not released. Here units come from what can be
 computed or supplied locally:
-- phrases: collocations of 2 adjacent words with high pointwise mutual
+- phrases: collocations of adjacent words with high pointwise mutual
   information over the training corpus, PMI = log(c(ab) N / (c(a) c(b))), kept
-  when c(ab) >= `min_count` and PMI >= `min_pmi`, the `max_phrases` best; and/or a
+  when c(ab) >= `min_count` and PMI >= `min_pmi`. As word2phrase (Mikolov et al.
+  2013, "Distributed Representations of Words and Phrases", section 4), this runs
+  in `passes`: each pass joins the phrases found so far into single tokens and
+  scores adjacent pairs again, so 2 passes find phrases of up to 4 words
+  ("New York" + "Times"); the `max_phrases` best of all passes are kept; and/or a
   user lexicon (`masking.phrase_lexicon_path`: UTF-8 text, one phrase per line,
   each encoded with the run's tokenizer, words separated by spaces);
 - entities: runs of 2 or more capitalised words (first piece starts with an
@@ -57,21 +61,54 @@ def capitalised_pieces(pieces: Sequence[str]) -> np.ndarray:
 
 
 def build(token_docs, is_word_start_V: np.ndarray, *, min_count: int = 5,
-          min_pmi: float = 3.0, max_phrases: int = 2000) -> PhraseLexicon:
-  """Adjacent-word collocations by PMI over the tokenized corpus (module doc)."""
-  sentences = similar_words.corpus_words(token_docs, is_word_start_V)
-  unigrams = collections.Counter(w for s in sentences for w in s)
-  bigrams = collections.Counter(pair for s in sentences for pair in zip(s, s[1:]))
-  n = sum(unigrams.values())
-  scored = []
-  for (a, b), c in bigrams.items():
-    if c >= min_count:
-      pmi = math.log(c * n / (unigrams[a] * unigrams[b]))
-      if pmi >= min_pmi:
-        scored.append((-pmi, a + b))
-  scored.sort()  # Ties by piece ids: deterministic.
-  return PhraseLexicon.from_phrases([p for _, p in scored[:max_phrases]],
-                                    is_word_start_V)
+          min_pmi: float = 3.0, max_phrases: int = 2000, passes: int = 2,
+          max_words: int = 4) -> PhraseLexicon:
+  """Adjacent-word collocations by PMI over the tokenized corpus (module doc).
+
+  Args:
+    token_docs: documents of sentences of piece ids.
+    is_word_start_V: bool[V], pieces that begin a word.
+    min_count, min_pmi: a pair (of words or phrases) is kept when seen at least
+      min_count times with PMI at least min_pmi.
+    max_phrases: the best phrases kept, by PMI, over all passes.
+    passes: rounds of pair scoring; phrases found in one round are single tokens in
+      the next, so `passes` rounds reach 2**passes words.
+    max_words: no phrase longer than this many words.
+  """
+  sentences = [[(w,) for w in s]
+               for s in similar_words.corpus_words(token_docs, is_word_start_V)]
+  scored = {}  # phrase (piece ids) -> PMI when found
+  for _ in range(passes):
+    unigrams = collections.Counter(u for s in sentences for u in s)
+    bigrams = collections.Counter(pair for s in sentences for pair in zip(s, s[1:]))
+    n = sum(unigrams.values())
+    found = set()
+    for (a, b), c in bigrams.items():
+      if c >= min_count and len(a) + len(b) <= max_words:
+        pmi = math.log(c * n / (unigrams[a] * unigrams[b]))
+        if pmi >= min_pmi:
+          found.add((a, b))
+          pieces = sum(a + b, ())
+          scored[pieces] = max(pmi, scored.get(pieces, pmi))
+    if not found:
+      break
+    sentences = [_join_pairs(s, found) for s in sentences]
+  # Ties by piece ids: deterministic.
+  best = sorted(scored, key=lambda p: (-scored[p], p))[:max_phrases]
+  return PhraseLexicon.from_phrases(best, is_word_start_V)
+
+
+def _join_pairs(sentence: list[tuple], pairs: set[tuple]) -> list[tuple]:
+  """Left to right, each adjacent pair in `pairs` becomes one token (its words)."""
+  out, i = [], 0
+  while i < len(sentence):
+    if i + 1 < len(sentence) and (sentence[i], sentence[i + 1]) in pairs:
+      out.append(sentence[i] + sentence[i + 1])
+      i += 2
+    else:
+      out.append(sentence[i])
+      i += 1
+  return out
 
 
 def get_lexicon(masking_config, token_docs, tokenizer, workdir: str | None
@@ -88,7 +125,8 @@ def get_lexicon(masking_config, token_docs, tokenizer, workdir: str | None
       raise UserError(f'{cache} was built for another vocabulary; remove it to rebuild')
     return PhraseLexicon.from_phrases(data['phrases'], tokenizer.is_word_start)
   lexicon = build(token_docs, tokenizer.is_word_start,
-                  min_pmi=masking_config.get('phrase_min_pmi', 3.0))
+                  min_pmi=masking_config.get('phrase_min_pmi', 3.0),
+                  passes=masking_config.get('phrase_passes', 2))
   if cache:
     atomic_files.write_text(cache, lexicon.to_json(tokenizer.vocab_size))
   return lexicon

@@ -37,10 +37,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ernie_knowledge_prob (0.5, ours: the mixing rate is not stated), else single
   # tokens; each unit selected with p 0.15, 80/10/10 per token (batching.py `mask`);
   # on the fly, as the reference. The count is Bernoulli (mean 0.15 n), so the cap
-  # sits well above it (64 tokens: mean 9.6; 512: mean 77).
+  # sits well above it (64 tokens: mean 9.6; 512: mean 77). Phrases: corpus PMI >= 3
+  # in 2 word2phrase passes (up to 4 words), or a lexicon file (common/phrases.py).
   config.masking = dict(
       strategy='ernie', mask_prob=0.15, mask_token_prob=0.8, random_token_prob=0.1,
       ernie_knowledge_prob=0.5, phrase_lexicon_path='', phrase_min_pmi=3.0,
+      phrase_passes=2,
       max_predictions_per_seq=16 if demo else 100, budget='bert', dynamic=True,
       dupe_factor=1)
   config.data.update(max_seq_length=64 if demo else 512)

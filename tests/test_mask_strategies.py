@@ -274,6 +274,11 @@ def test_ernie_lexicon_from_corpus_and_file(tmp_path):
   assert (5, 600, 6) in lexicon.phrases
   # Pairs seen fewer than min_count times are never phrases.
   assert not any(20 <= p[0] < 200 for p in lexicon.phrases)
+  # A second pass joins phrases found by the first: (5 600, 6) + (7, 9), 4 words.
+  assert (5, 600, 6, 7, 9) in lexicon.phrases
+  one_pass = phrases.build(docs, IS_WORD_START, min_count=5, min_pmi=1.0, passes=1)
+  assert max(len(p) for p in one_pass.phrases) == 3  # 2 words: (5, 600) is one word
+  assert lexicon.max_words <= 4
   path = tmp_path / 'lexicon.txt'
   path.write_text('new york\n\n')
   loaded = phrases.load_text(str(path), lambda t: np.array([20, 21]), IS_WORD_START)
