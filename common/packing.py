@@ -13,6 +13,9 @@ Three ways to cut a corpus into examples, each following its reference:
   budget, crossing documents with an extra separator between them (fairseq's
   </s>, our [SEP]). `pack_doc_sentences` is DOC-SENTENCES ('complete_doc'),
   never crossing.
+- `pack_sentence_segments`: ELECTRA, google-research/electra
+  `build_pretraining_dataset.py` (`ExampleBuilder`): sentences of one document
+  up to a target length, as one segment or split into two, no label.
 - `create_segment_pairs`: google-research/bert `create_pretraining_data.py`
   (`create_instances_from_document`, `truncate_seq_pair`) for next-sentence
   prediction, and google-research/albert's version of it for sentence-order
@@ -180,6 +183,95 @@ def pack_doc_sentences(docs: Corpus, max_seq_length: int,
     Examples with `input_ids [<=L]` int32 and `segment_ids [<=L]` (all 0).
   """
   return _pack(docs, max_seq_length, specials, cross_documents=False)
+
+
+# ---------------------------------------------------------------------------
+# ELECTRA's one-or-two-segment examples.
+
+
+def _segments_example(first: np.ndarray, second: np.ndarray,
+                      specials: SpecialIds) -> Example:
+  cls = np.asarray([specials.cls], np.int32)
+  sep = np.asarray([specials.sep], np.int32)
+  if not len(second):
+    return _single_segment([first], specials)
+  ids = np.concatenate([cls, first, sep, second, sep])
+  segment_ids = np.zeros_like(ids)
+  segment_ids[len(first) + 2:] = 1
+  return {'input_ids': ids, 'segment_ids': segment_ids}
+
+
+def pack_sentence_segments(docs: Corpus, max_seq_length: int, specials: SpecialIds,
+                           rng: np.random.Generator, *,
+                           single_segment_prob: float = 0.1,
+                           short_seq_prob: float = 0.05) -> list[Example]:
+  """ELECTRA's examples (google-research/electra build_pretraining_dataset.py).
+
+  As the reference's `ExampleBuilder`: sentences of a document are gathered until
+  their length reaches the target (`max_seq_length`, or with prob `short_seq_prob`
+  after each example a random length in [5, max_seq_length] for the next one); a
+  document's end closes the example early. With prob `single_segment_prob` all the
+  sentences form one segment `[CLS] A [SEP]`; else sentences go to A while A stays
+  under (target - 3) // 2 tokens (the first one always, and the one that crosses
+  that length with prob 0.5 when B is still empty), the rest to B (a short
+  sentence after one that went to B can still join A, as in the reference):
+  `[CLS] A [SEP] B [SEP]`, segment ids 0 then 1. A is cut to L - 2 tokens and B to
+  what is left of L - 3; the tokens cut off are dropped, as in the reference.
+
+  Args:
+    docs: documents -> sentences -> 1-D integer token ids, no specials.
+    max_seq_length: the full example length L, specials included (>= 5).
+    specials: the special token ids.
+    rng: all randomness.
+    single_segment_prob: probability of a one-segment example (0.1 reference).
+    short_seq_prob: probability that the next example aims at a random length
+      (0.05 reference).
+
+  Returns:
+    Examples with `input_ids [<=L]` and `segment_ids [<=L]`, no label.
+  """
+  for name, prob in (('single_segment_prob', single_segment_prob),
+                     ('short_seq_prob', short_seq_prob)):
+    if not 0.0 <= prob <= 1.0:
+      raise UserError(f'{name} must be in [0, 1], got {prob}')
+  _check_length(max_seq_length, 5)
+  docs = _clean_corpus(docs, specials)
+  examples: list[Example] = []
+  target = max_seq_length
+
+  def create(sentences: list[np.ndarray]) -> None:
+    nonlocal target
+    first_target = (target - 3) // 2
+    if rng.random() < single_segment_prob:
+      first_target = np.inf
+    first, second = [], []
+    first_length = 0
+    for sentence in sentences:
+      if (not first or first_length + len(sentence) < first_target or
+          (not second and first_length < first_target and rng.random() < 0.5)):
+        first.append(sentence)
+        first_length += len(sentence)
+      else:
+        second.append(sentence)
+    a = np.concatenate(first)[:max_seq_length - 2]
+    b = np.concatenate(second) if second else np.zeros(0, np.int32)
+    b = b[:max(0, max_seq_length - len(a) - 3)]
+    examples.append(_segments_example(a, b, specials))
+    target = max_seq_length
+    if rng.random() < short_seq_prob:
+      target = int(rng.integers(5, max_seq_length + 1))
+
+  for doc in docs:
+    sentences, length = [], 0
+    for sentence in doc:
+      sentences.append(sentence)
+      length += len(sentence)
+      if length >= target:
+        create(sentences)
+        sentences, length = [], 0
+    if sentences:
+      create(sentences)
+  return examples
 
 
 # ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from common import tokenizer as tokenizer_lib
 from common.errors import UserError
 from common.tokenizer import Tokenizer
 
-PACKINGS = ('full_sentences', 'doc_sentences', 'segment_pairs')
+PACKINGS = ('full_sentences', 'doc_sentences', 'sentence_segments', 'segment_pairs')
 PAIR_LABEL_KEYS = {'nsp': 'next_sentence_label', 'sop': 'sentence_order_label'}
 
 
@@ -67,6 +67,11 @@ def build_examples(token_docs: list[list[np.ndarray]], data_config,
     return packing.pack_full_sentences(token_docs, data_config.max_seq_length, specials)
   if mode == 'doc_sentences':
     return packing.pack_doc_sentences(token_docs, data_config.max_seq_length, specials)
+  if mode == 'sentence_segments':
+    return packing.pack_sentence_segments(
+        token_docs, data_config.max_seq_length, specials, rng,
+        single_segment_prob=data_config.get('single_segment_prob', 0.1),
+        short_seq_prob=data_config.short_seq_prob)
   if mode == 'segment_pairs':
     return packing.create_segment_pairs(
         token_docs, data_config.max_seq_length, specials, rng,

@@ -77,14 +77,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_predictions_per_seq=int((mask_prob + 0.005) * seq_len), budget='electra',
       dynamic=True, dupe_factor=1)
 
-  # Data: sentences packed up to the target length, no next-sentence prediction. The
-  # reference (build_pretraining_dataset.py) packs within documents into one or two
-  # segments (10% single) and shortens 5% of examples; here FULL-SENTENCES packing
-  # (contiguous sentences that may cross documents, one segment) stands in for it.
+  # Data (build_pretraining_dataset.py ExampleBuilder): sentences of one document up
+  # to the target length, split into [CLS] A [SEP] B [SEP] (10% a single segment),
+  # and 5% of examples aiming at a random length in [5, L]; no next-sentence task.
   config.data = dict(
       **corpus.source_config('default'),
-      max_seq_length=seq_len, packing='full_sentences', pair_task='nsp',
-      short_seq_prob=0.0)
+      max_seq_length=seq_len, packing='sentence_segments', single_segment_prob=0.1,
+      short_seq_prob=0.05, pair_task='nsp')
   config.data.seed = config.get_ref('seed')
 
   # Tokenizer: sentencepiece trained on the corpus (the paper used BERT's WordPiece).

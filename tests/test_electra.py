@@ -239,7 +239,8 @@ def test_every_size_loads_and_is_consistent(size):
   # The reference's N = int((mask_prob + 0.005) * L): 19 at 128, 79 / 130 at 512.
   assert masking.max_predictions_per_seq == int(
       (masking.mask_prob + 0.005) * config.data.max_seq_length)
-  assert config.data.packing == 'full_sentences'
+  assert config.data.packing == 'sentence_segments'
+  assert (config.data.single_segment_prob, config.data.short_seq_prob) == (0.1, 0.05)
 
 
 # Discriminator = shared embeddings + discriminator encoder + RTD head, i.e. exactly

@@ -152,6 +152,68 @@ def test_packing_is_deterministic(corpus):
 
 
 # ---------------------------------------------------------------------------
+# ELECTRA's sentence segments.
+
+
+def _segments(example):
+  """(A, B) contents of a one- or two-segment example; B empty for one segment."""
+  ids, seg = example['input_ids'], example['segment_ids']
+  assert ids[0] == SPECIALS.cls and ids[-1] == SPECIALS.sep
+  a_end = int(np.argmax(ids[1:] == SPECIALS.sep)) + 1
+  a, b = ids[1:a_end], ids[a_end + 1:-1]
+  assert (seg[:a_end + 1] == 0).all() and (seg[a_end + 1:] == 1).all()
+  assert SPECIALS.sep not in a and SPECIALS.sep not in b
+  return a, b
+
+
+def test_sentence_segments_follow_electra_example_builder(corpus):
+  rng = np.random.default_rng(0)
+  examples = packing.pack_sentence_segments(corpus.docs, 64, SPECIALS, rng)
+  single, lengths = 0, []
+  previous_end = FIRST_ID - 1
+  for ex in examples:
+    assert len(ex['input_ids']) <= 64 and 'next_sentence_label' not in ex
+    a, b = _segments(ex)
+    content = np.concatenate([a, b])
+    # One document, in order, each token once; A starts at a sentence. (A short
+    # sentence after one that went to B may still join A, as in the reference.)
+    assert len(set(corpus.doc_of[content])) == 1
+    assert corpus.is_sentence_start(a[0]) and a[0] > previous_end
+    assert (np.diff(a) > 0).all() and (np.diff(b) > 0).all()
+    assert len(np.unique(content)) == len(content)
+    if len(b):
+      assert corpus.is_sentence_start(b[0]) and b[0] > a[0]
+    single += not len(b)
+    lengths.append(len(ex['input_ids']))
+    previous_end = content.max()
+  # 10% single-segment by design, more where a chunk holds one sentence.
+  assert 0.1 <= single / len(examples) < 0.5
+  # Most examples fill the length; some are cut short by a document's end.
+  assert np.mean(np.asarray(lengths) >= 60) > 0.3
+
+
+def test_sentence_segments_keep_tokens_but_the_trimmed(corpus):
+  """Without trimming (sentences shorter than L), every token is used once."""
+  small = Corpus(seed=3, n_docs=40, max_sentences=6, min_len=1, max_len=8)
+  examples = packing.pack_sentence_segments(small.docs, 64, SPECIALS,
+                                            np.random.default_rng(1))
+  content = np.concatenate([np.concatenate(_segments(ex)) for ex in examples])
+  np.testing.assert_array_equal(np.sort(content), np.arange(FIRST_ID, small.end_id))
+
+
+def test_sentence_segments_are_seeded(corpus):
+  a, b, c = (packing.pack_sentence_segments(corpus.docs, 64, SPECIALS,
+                                            np.random.default_rng(seed))
+             for seed in (5, 5, 6))
+  assert all(np.array_equal(x['input_ids'], y['input_ids']) for x, y in zip(a, b))
+  assert len(a) != len(c) or any(not np.array_equal(x['segment_ids'], y['segment_ids'])
+                                 for x, y in zip(a, c))
+  with pytest.raises(UserError, match='single_segment_prob'):
+    packing.pack_sentence_segments(corpus.docs, 64, SPECIALS,
+                                   np.random.default_rng(0), single_segment_prob=2.0)
+
+
+# ---------------------------------------------------------------------------
 # Segment pairs (NSP, SOP).
 
 PAIR_LEN = 128
