@@ -1,8 +1,10 @@
 """SentencePiece tokenizer with fixed special ids and word-start marks.
 
-Every recipe relies on the same five special ids (`[PAD]`=0, `[UNK]`=1, `[CLS]`=2,
-`[SEP]`=3, `[MASK]`=4), so masking and packing code can use the module constants
-without a tokenizer at hand. `[CLS]`, `[SEP]` and `[MASK]` are sentencepiece
+Our tokenizers put the five specials at fixed ids (`[PAD]`=0, `[UNK]`=1, `[CLS]`=2,
+`[SEP]`=3, `[MASK]`=4), but nothing else relies on that: packing and masking read the
+ids from the tokenizer instance (`pipeline.special_ids`, `pipeline.masking_vocab`),
+because a tokenizer imported from Hugging Face (common/hf_tokenizer.py, same
+interface) keeps its model's own ids. `[CLS]`, `[SEP]` and `[MASK]` are sentencepiece
 *control* symbols: user text containing the literal string "[MASK]" is encoded as
 ordinary characters, never as the mask id (user-defined symbols would match it).
 
@@ -20,11 +22,12 @@ from collections.abc import Callable, Iterable, Sequence
 import io
 import os
 import re
-import tempfile
 
 import numpy as np
 import sentencepiece as spm
 
+from common import atomic_files
+from common import hf_tokenizer
 from common.errors import UserError
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
@@ -156,18 +159,8 @@ class Tokenizer:
 
   def save(self, path: str) -> None:
     """Writes the `.model` bytes to path atomically (temp file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.model')
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        f.write(self._proto)
-      os.chmod(tmp, 0o644)  # mkstemp makes it 0600, unlike a plain open().
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_files.write_bytes(path, self._proto)
     self.model_path = path
 
   @property
@@ -237,14 +230,19 @@ def _training_error(e: RuntimeError, vocab_size: int) -> UserError:
 
 
 def get_tokenizer(tokenizer_config, workdir: str | None,
-                  sentences_fn: Callable[[], Iterable[str]]) -> Tokenizer:
+                  sentences_fn: Callable[[], Iterable[str]]
+                  ) -> 'Tokenizer | hf_tokenizer.HFTokenizer':
   """The run's tokenizer: given file, else the workdir's, else trained and saved.
 
-  Order: `tokenizer_config.path` if set; else `<workdir>/tokenizer.model` (a resumed
-  run); else a new model trained on `sentences_fn()` with `vocab_size`,
-  `model_type` ['unigram'] and `seed` [0], saved to `<workdir>/tokenizer.model`.
-  A given path is also copied into the workdir, so the workdir holds the tokenizer
-  its checkpoints were trained with; a different one already there is an error.
+  Order: `tokenizer_config.path` if set; else the workdir's tokenizer (a resumed
+  run): `<workdir>/tokenizer.model` (sentencepiece) or `<workdir>/hf_tokenizer.json`
+  (imported from Hugging Face); else a new model trained on `sentences_fn()` with
+  `vocab_size`, `model_type` ['unigram'] and `seed` [0], saved to
+  `<workdir>/tokenizer.model`. `path` is a sentencepiece `.model` file, an
+  `hf_tokenizer.json`, or an HF model directory (imported with
+  `hf_tokenizer.load_hf_tokenizer`). A given path is also copied into the workdir,
+  so the workdir holds the tokenizer its checkpoints were trained with; a different
+  one already there is an error.
 
   Args:
     tokenizer_config: ConfigDict with `path`, `vocab_size`, `model_type`, `seed`
@@ -253,7 +251,7 @@ def get_tokenizer(tokenizer_config, workdir: str | None,
     sentences_fn: called only when training, returns the training sentences.
 
   Returns:
-    The tokenizer.
+    The tokenizer: a `Tokenizer` or an `hf_tokenizer.HFTokenizer`.
 
   Raises:
     UserError: unreadable or foreign model, a model whose vocab size differs from
@@ -263,19 +261,22 @@ def get_tokenizer(tokenizer_config, workdir: str | None,
   get = tokenizer_config.get
   path = get('path', None)
   vocab_size = get('vocab_size', None)
-  in_workdir = os.path.join(workdir, 'tokenizer.model') if workdir else None
+  in_workdir = _workdir_tokenizer(workdir) if workdir else None
 
   if path:
-    tokenizer = Tokenizer.load(path)
+    tokenizer = load_any(path)
     _check_vocab_size(tokenizer, vocab_size)
-    if in_workdir and os.path.exists(in_workdir):
-      if Tokenizer.load(in_workdir).model_proto != tokenizer.model_proto:
+    if in_workdir:
+      if _file_bytes(load_any(in_workdir)) != _file_bytes(tokenizer):
         raise UserError(f'tokenizer {path} differs from {in_workdir}, the one this '
                         'workdir was trained with')
-    elif in_workdir:
-      Tokenizer(tokenizer.model_proto).save(in_workdir)
-  elif in_workdir and os.path.exists(in_workdir):
-    tokenizer = Tokenizer.load(in_workdir)
+    elif workdir:
+      os.makedirs(workdir, exist_ok=True)
+      atomic_files.write_bytes(
+          os.path.join(workdir, _WORKDIR_FILES[type(tokenizer)]),
+          _file_bytes(tokenizer))
+  elif in_workdir:
+    tokenizer = load_any(in_workdir)
     _check_vocab_size(tokenizer, vocab_size)
   else:
     if not vocab_size:
@@ -284,12 +285,42 @@ def get_tokenizer(tokenizer_config, workdir: str | None,
     tokenizer = Tokenizer.train(sentences_fn(), int(vocab_size),
                                 get('model_type', 'unigram'),
                                 seed=int(get('seed', 0) or 0))
-    if in_workdir:
-      tokenizer.save(in_workdir)
+    if workdir:
+      tokenizer.save(os.path.join(workdir, _WORKDIR_FILES[Tokenizer]))
   return tokenizer
 
 
-def _check_vocab_size(tokenizer: Tokenizer, vocab_size: int | None) -> None:
+_WORKDIR_FILES = {Tokenizer: 'tokenizer.model',
+                  hf_tokenizer.HFTokenizer: hf_tokenizer.WORKDIR_FILE}
+
+
+def load_any(path: str) -> 'Tokenizer | hf_tokenizer.HFTokenizer':
+  """A `.model` file, an `hf_tokenizer.json` or an HF model directory."""
+  if os.path.isdir(path):
+    return hf_tokenizer.load_hf_tokenizer(path)
+  if path.endswith('.json'):
+    return hf_tokenizer.HFTokenizer.load(path)
+  return Tokenizer.load(path)
+
+
+def _workdir_tokenizer(workdir: str) -> str | None:
+  """The workdir's tokenizer file, None if it has none yet."""
+  found = [os.path.join(workdir, name) for name in _WORKDIR_FILES.values()
+           if os.path.exists(os.path.join(workdir, name))]
+  if len(found) > 1:
+    raise UserError(f'workdir {workdir} holds two tokenizers ({", ".join(found)}); '
+                    'remove the one it was not trained with')
+  return found[0] if found else None
+
+
+def _file_bytes(tokenizer) -> bytes:
+  """What the workdir file of this tokenizer holds."""
+  if isinstance(tokenizer, Tokenizer):
+    return tokenizer.model_proto
+  return tokenizer.serialized
+
+
+def _check_vocab_size(tokenizer, vocab_size: int | None) -> None:
   if vocab_size and tokenizer.vocab_size != int(vocab_size):
     raise UserError(f'tokenizer {tokenizer.model_path} has vocab size '
                     f'{tokenizer.vocab_size} but the config asks for {vocab_size}')
