@@ -55,11 +55,14 @@ class Tokenizer:
     is_word_start: bool[V], True where a piece begins a word (and for specials).
     random_token_ids: int32[V - 5], every non-special id: the candidates for the
       random 10% of BERT's 80/10/10 replacement.
+    word_start: {'start_prefix': '▁'}, the rule behind `is_word_start` (an
+      imported tokenizer may have {'continuation_prefix': '##'} instead).
     model_path: the file this was loaded from or last saved to; None for a model
       trained in memory and not yet saved.
   """
 
   pad_id, unk_id, cls_id, sep_id, mask_id = PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID
+  word_start = {'start_prefix': WORD_START}
 
   def __init__(self, model_proto: bytes, model_path: str | None = None):
     """Wraps a serialized sentencepiece model.

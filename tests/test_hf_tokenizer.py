@@ -203,6 +203,11 @@ def test_word_starts(model_dirs):
   albert = hft.load_hf_tokenizer(model_dirs['albert'])
   ids = albert.encode(text)
   assert albert.is_word_start[ids].sum() == 3 and len(ids) > 3
+  # ERNIE's entity units: the byte-level space mark 'Ġ' is no capital letter.
+  config = conftest.tiny_config('ernie')
+  capital = pipeline.masking_vocab(config, roberta).is_capitalised
+  first = lambda word: roberta.encode(word)[0]
+  assert capital[first(' Python')] and not capital[first(' python')]
 
 
 @pytest.mark.parametrize('strategy', ['whole_word', 'ngram', 'span', 'macbert',
