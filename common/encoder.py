@@ -12,9 +12,18 @@ under `nn.remat` with a named policy; `scan_layers=False` unrolls the same math 
 sharding module maps them onto a mesh with one rules table; `LOGICAL_AXIS_NAMES` lists
 every name used here and in `common/heads.py`.
 
+Cross-layer parameter sharing (ALBERT, Lan et al. 2020 section 3.1) is a switch any
+encoder can turn on: `layer_sharing` 'all' applies ONE layer module L times (nn.scan
+with the params broadcast, or the same module called in an unrolled loop), 'attention'
+or 'ffn' applies one shared SelfAttention or FeedForward module in every layer beside
+per-layer parts; `num_hidden_groups` G gives G such shared modules, layer i using group
+i * G // L as the reference's `int(i / L * G)`. Shared weights exist once in the param
+tree, so every application's gradient is summed into them; nothing is tied afterwards.
+
 Hidden states of every layer are sown into the 'intermediates' collection (kept only
 when the caller asks for it with `mutable=['intermediates']`, free otherwise); in that
 case the attention also sows its pre-softmax scores (TinyBERT distils them).
+`layer_intermediates` reads them back as one array per layer in every layout.
 """
 
 import dataclasses
@@ -74,6 +83,9 @@ REMAT_POLICIES = {
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 ATTENTION_IMPLS = ('xla', 'cudnn')
+# What is shared across layers: 'none' (BERT), 'all' (ALBERT), or only the attention
+# or only the feed-forward sublayer (ALBERT's ablations, paper Table 4).
+LAYER_SHARING = ('none', 'all', 'attention', 'ffn')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +115,8 @@ class EncoderSpec:
   dtype: str = 'float32'
   attention_impl: str = 'xla'
   position_offset: int = 0
+  layer_sharing: str = 'none'
+  num_hidden_groups: int = 1
 
   @classmethod
   def from_config(cls, config: Any) -> 'EncoderSpec':
@@ -135,6 +149,8 @@ class EncoderSpec:
         dtype=get('dtype', 'float32'),
         attention_impl=get('attention_impl', 'xla'),
         position_offset=get('position_offset', 0),
+        layer_sharing=get('layer_sharing', 'none'),
+        num_hidden_groups=get('num_hidden_groups', 1),
     )
     spec.validate()
     return spec
@@ -166,6 +182,14 @@ class EncoderSpec:
     _check_choice('attention_impl', self.attention_impl, ATTENTION_IMPLS)
     if self.attention_impl == 'cudnn' and self.dtype != 'bfloat16':
       raise UserError("model.attention_impl 'cudnn' needs model.dtype 'bfloat16'")
+    _check_choice('layer_sharing', self.layer_sharing, LAYER_SHARING)
+    groups = self.num_hidden_groups
+    if not isinstance(groups, int) or not 1 <= groups <= self.num_layers:
+      raise UserError(f'model.num_hidden_groups must be an integer in 1..num_layers '
+                      f'({self.num_layers}), got {groups!r}')
+    if groups != 1 and self.layer_sharing == 'none':
+      raise UserError(f'model.num_hidden_groups {groups} needs model.layer_sharing '
+                      "'all', 'attention' or 'ffn' (nothing is shared with 'none')")
 
   @property
   def head_dim(self) -> int:
@@ -183,6 +207,14 @@ class EncoderSpec:
   @property
   def activation(self) -> Callable[[Array], Array]:
     return ACTIVATIONS[self.hidden_act]
+
+  @property
+  def layer_groups(self) -> tuple[tuple[int, ...], ...]:
+    """Layer indices of each sharing group: layer i is in group i * G // L."""
+    groups = [[] for _ in range(self.num_hidden_groups)]
+    for i in range(self.num_layers):
+      groups[i * self.num_hidden_groups // self.num_layers].append(i)
+    return tuple(tuple(g) for g in groups)
 
   @property
   def embed_axis(self) -> str:
@@ -391,8 +423,14 @@ class TransformerLayer(nn.Module):
 
   Post-LN (BERT): x = LN(x + drop(attn(x))); x = LN(x + drop(ffn(x))).
   Pre-LN:         x = x + drop(attn(LN(x))); x = x + drop(ffn(LN(x))).
+
+  `shared_attention` / `shared_mlp`: a module owned by the encoder and applied in
+  every layer of its group (ALBERT's attention-only or FFN-only sharing); None = the
+  layer's own 'attention' / 'mlp'. LayerNorms always stay per layer.
   """
   config: Any
+  shared_attention: nn.Module | None = None
+  shared_mlp: nn.Module | None = None
 
   @nn.compact
   def __call__(self, x_BxLxH: Array, mask_Bx1x1xL: Array | None,
@@ -406,13 +444,67 @@ class TransformerLayer(nn.Module):
       x = x + nn.Dropout(spec.dropout_rate)(y, deterministic=deterministic)
       return x if spec.pre_layer_norm else norm(x)
 
-    attention = SelfAttention(spec, name='attention')
+    attention, mlp = self.shared_attention, self.shared_mlp
+    if attention is None:
+      attention = SelfAttention(spec, name='attention')
+    if mlp is None:
+      mlp = FeedForward(spec, name='mlp')
     x_BxLxH = residual(x_BxLxH, lambda h: attention(h, mask_Bx1x1xL, deterministic),
                        'attention_layer_norm')
-    x_BxLxH = residual(x_BxLxH, FeedForward(spec, name='mlp'), 'mlp_layer_norm')
+    x_BxLxH = residual(x_BxLxH, mlp, 'mlp_layer_norm')
     x_BxLxH = _constrain(x_BxLxH, ('batch', 'length', 'embed'))
     self.sow('intermediates', 'hidden_states', x_BxLxH)
     return x_BxLxH
+
+
+# Encoder attribute name of the module a layer shares, by TransformerLayer field.
+_SHARED_NAMES = {'shared_attention': 'attention', 'shared_mlp': 'mlp'}
+
+
+def _scanned(spec: EncoderSpec) -> bool:
+  """Whether the layers run under nn.scan (partial sharing always unrolls)."""
+  return spec.scan_layers and spec.layer_sharing in ('none', 'all')
+
+
+def _layer_calls(spec: EncoderSpec) -> list[str]:
+  """Encoder attributes called in order: one per layer, or one per scanned stack."""
+  if _scanned(spec):
+    if spec.layer_sharing == 'none':
+      return ['layers']
+    return [f'layer_group_{g}' for g in range(spec.num_hidden_groups)]
+  if spec.layer_sharing == 'all':
+    return [f'layer_group_{g}' for g, layers in enumerate(spec.layer_groups)
+            for _ in layers]
+  return [f'layer_{i}' for i in range(spec.num_layers)]
+
+
+def layer_intermediates(intermediates: Any, config: Any,
+                        name: str = 'hidden_states') -> list[Array]:
+  """One array per applied layer, in order, from an encoder's 'intermediates'.
+
+  Args:
+    intermediates: the encoder's 'intermediates' collection (from
+      `apply(..., mutable=['intermediates'])`, at the encoder's own path).
+    config: the encoder's model config or EncoderSpec.
+    name: 'hidden_states' (each layer's output, [B, L, H]) or 'attention_logits'
+      (pre-softmax scores, [B, heads, L, L]).
+
+  Returns:
+    A list of num_layers arrays, whatever the scan and sharing layout.
+  """
+  spec = EncoderSpec.from_config(config)
+  path = ('attention', name) if name == 'attention_logits' else (name,)
+  if name == 'attention_logits' and spec.layer_sharing == 'attention':
+    # The shared module sows once per application, in layer order within a group.
+    return [x for g in range(spec.num_hidden_groups)
+            for x in intermediates[f'attention_group_{g}'][name]]
+  out = []
+  for module in dict.fromkeys(_layer_calls(spec)):  # Unique, in order.
+    sown = intermediates[module]
+    for key in path:
+      sown = sown[key]
+    out.extend(sown[0] if _scanned(spec) else sown)  # Stacked, or one per call.
+  return list(out)
 
 
 class _ScannedLayer(TransformerLayer):
@@ -425,9 +517,18 @@ class _ScannedLayer(TransformerLayer):
 class Encoder(nn.Module):
   """Embeddings, optional E -> H projection, L Transformer layers (+ final LN if pre-LN).
 
-  Params: 'embeddings', 'embedding_projection' (factorized only), 'layers' (stacked,
-  leading axis L) or 'layer_0' .. 'layer_{L-1}' (scan_layers=False), 'final_layer_norm'
-  (pre-LN only).
+  Params: 'embeddings', 'embedding_projection' (factorized only; outside any sharing,
+  as ALBERT's `embedding_hidden_mapping_in`), then by `layer_sharing`:
+    'none':       'layers' (stacked, leading axis L) or 'layer_0' .. 'layer_{L-1}'
+                  (scan_layers=False);
+    'all':        'layer_group_0' .. 'layer_group_{G-1}', one layer each, no L axis
+                  (the same tree scanned or unrolled);
+    'attention':  'attention_group_{g}' (shared SelfAttention) and 'layer_i' holding
+                  the per-layer 'mlp' and both LayerNorms;
+    'ffn':        'mlp_group_{g}' (shared FeedForward) and 'layer_i' holding the
+                  per-layer 'attention' and both LayerNorms;
+  and 'final_layer_norm' (pre-LN only). Partial sharing always runs unrolled: nn.scan
+  would stack the shared module's params too.
   """
   config: Any
 
@@ -441,14 +542,16 @@ class Encoder(nn.Module):
           kernel_init=kernel_init(spec, ('factorized_embed', 'embed')),
           bias_init=zeros_init(('embed',)))
 
-    layer_cls = _ScannedLayer if spec.scan_layers else TransformerLayer
+    sharing, groups = spec.layer_sharing, spec.layer_groups
+    scanned = _scanned(spec)
+    layer_cls = _ScannedLayer if scanned else TransformerLayer
     if spec.remat_policy != 'none':
       layer_cls = nn.remat(
           layer_cls, policy=REMAT_POLICIES[spec.remat_policy],
           # Inside scan the loop already stops XLA from merging recomputation away.
-          prevent_cse=not spec.scan_layers,
+          prevent_cse=not scanned,
           static_argnums=(3,))  # (self, x, mask, deterministic)
-    if spec.scan_layers:
+    if sharing == 'none' and scanned:
       self.layers = nn.scan(
           layer_cls,
           variable_axes={'params': 0, 'intermediates': 0},
@@ -456,9 +559,31 @@ class Encoder(nn.Module):
           in_axes=(nn.broadcast, nn.broadcast),
           length=spec.num_layers,
           metadata_params={nn.PARTITION_NAME: 'layers'})(spec)
+    elif sharing == 'all':
+      for g, layers in enumerate(groups):
+        if scanned:  # One set of params broadcast to every step: no 'layers' axis.
+          setattr(self, f'layer_group_{g}', nn.scan(
+              layer_cls,
+              variable_broadcast='params',
+              variable_axes={'intermediates': 0},
+              split_rngs={'params': False, 'dropout': True},
+              in_axes=(nn.broadcast, nn.broadcast),
+              length=len(layers))(spec))
+        else:
+          setattr(self, f'layer_group_{g}', layer_cls(spec))
     else:
-      for i in range(spec.num_layers):
-        setattr(self, f'layer_{i}', layer_cls(spec))
+      shared = {}
+      if sharing == 'attention':
+        shared = {'shared_attention': [SelfAttention(spec) for _ in groups]}
+      elif sharing == 'ffn':
+        shared = {'shared_mlp': [FeedForward(spec) for _ in groups]}
+      for key, modules in shared.items():
+        for g, module in enumerate(modules):
+          setattr(self, f'{_SHARED_NAMES[key]}_group_{g}', module)
+      for g, layers in enumerate(groups):
+        for i in layers:
+          setattr(self, f'layer_{i}', layer_cls(
+              spec, **{key: modules[g] for key, modules in shared.items()}))
     if spec.pre_layer_norm:
       self.final_layer_norm = layer_norm(spec, 'embed', name=None)
 
@@ -501,11 +626,10 @@ class Encoder(nn.Module):
     x_BxLxH = _constrain(x_BxLxH.astype(spec.compute_dtype), ('batch', 'length', 'embed'))
     self.sow('intermediates', 'embedding_output', x_BxLxH)
     mask_Bx1x1xL = padding_mask(attention_mask_BxL)
-    if spec.scan_layers:
-      x_BxLxH, _ = self.layers(x_BxLxH, mask_Bx1x1xL, deterministic)
-    else:
-      for i in range(spec.num_layers):
-        x_BxLxH = getattr(self, f'layer_{i}')(x_BxLxH, mask_Bx1x1xL, deterministic)
+    for name in _layer_calls(spec):
+      x_BxLxH = getattr(self, name)(x_BxLxH, mask_Bx1x1xL, deterministic)
+      if _scanned(spec):
+        x_BxLxH, _ = x_BxLxH
     if spec.pre_layer_norm:
       x_BxLxH = self.final_layer_norm(x_BxLxH)
     return x_BxLxH

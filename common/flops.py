@@ -7,7 +7,7 @@ for full bidirectional attention (no causal halving). With N the non-embedding m
 parameters this is the usual 6 N + 12 L H T (RECIPES.md, "Compute anchors"; Kaplan et
 al. 2020 section 2.1). Heads are counted where they run: the MLM head only at the P
 masked positions of each T-token sequence. Embedding lookups, LayerNorm, softmax and the
-optimizer are not model FLOPs.
+optimizer are not model FLOPs. Shared layers (ALBERT) count once per application.
 """
 
 from collections.abc import Callable
@@ -28,7 +28,12 @@ PEAK_FLOPS = {
 
 
 def encoder_flops_per_token(model_config, seq_len: int) -> float:
-  """Training FLOPs per token of the shared encoder (embeddings projection + layers)."""
+  """Training FLOPs per token of the shared encoder (embeddings projection + layers).
+
+  N counts the weights of every layer APPLICATION: with ALBERT's cross-layer sharing
+  (`model.layer_sharing`) one weight is applied in several layers and costs its FLOPs
+  in each, so sharing changes the parameter count (summary.json) but not this.
+  """
   get = model_config.get
   h, layers = model_config.hidden_size, model_config.num_layers
   e = get('embedding_size') or h
