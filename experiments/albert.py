@@ -85,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # clip 1.0 (paper section 4.1, optimization.py). LAMB's lr is a relative step per
   # tensor (||update|| = lr ||w||): the short demo needs a larger one.
   config.optimizer = dict(
-      name='lamb', learning_rate=2e-2 if demo else 0.00176,
+      name='lamb', learning_rate=3e-2 if demo else 0.00176,
       warmup_steps=80 if demo else 3125, b1=0.9, b2=0.999, eps=1e-6,
       weight_decay=0.01, clip_norm=1.0, schedule='warmup_linear_decay')
 

@@ -65,3 +65,10 @@ def test_paper_sizes_have_the_papers_parameter_counts(recipe, size):
   count = parameter_count(get_config(recipe, size))
   assert count == exact
   assert abs(count - paper) / paper < tolerance, count
+
+
+def test_macbert_trains_with_lamb():
+  """MacBERT (Cui et al. 2020, section 4.1) uses LAMB, as ALBERT (tests/test_albert.py)."""
+  for size in ('demo', 'base'):
+    assert get_config('macbert', size).optimizer.name == 'lamb'
+  assert get_config('macbert', 'base').optimizer.learning_rate == 1e-4
