@@ -75,7 +75,8 @@ def build_examples(token_docs: list[list[np.ndarray]], data_config,
   if mode == 'segment_pairs':
     return packing.create_segment_pairs(
         token_docs, data_config.max_seq_length, specials, rng,
-        task=data_config.pair_task, short_seq_prob=data_config.short_seq_prob)
+        task=data_config.pair_task, short_seq_prob=data_config.short_seq_prob,
+        sop_single_sentence=data_config.get('sop_single_sentence', 'random_document'))
   raise UserError(f'unknown packing {mode!r}; known: {PACKINGS}')
 
 

@@ -69,11 +69,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Data: BERT's segment pairs [CLS] A [SEP] B [SEP] from one document, A and B
   # swapped for half of them (label 1); a one-sentence chunk takes B from a random
-  # document, as the reference code does (common/packing.py). short_seq_prob 0.1.
+  # document, as the reference code does (common/packing.py); 'skip' drops such
+  # chunks, for pure sentence-order pairs as the paper describes. short_seq_prob 0.1.
   config.data = dict(
       **corpus.source_config('default'),
       max_seq_length=64 if demo else 512, packing='segment_pairs', pair_task='sop',
-      short_seq_prob=0.1)
+      sop_single_sentence='random_document', short_seq_prob=0.1)
   config.data.seed = config.get_ref('seed')
 
   # Tokenizer: sentencepiece unigram trained on the corpus (as the released 30k).

@@ -19,6 +19,8 @@ from common import encoder
 from common import flops
 from common import masking
 from common import objectives
+from common import packing
+from common import pipeline
 from common import trainer
 from common.errors import UserError
 from tests.conftest import parameter_count
@@ -279,3 +281,17 @@ def test_tiny_albert_learns_mlm_and_the_sentence_order_prior(tmp_path):
   assert last['mlm_loss'] < first['eval_mlm_loss'] - 1.0
   assert last['sop_loss'] < first['eval_sop_loss']
   assert last['sop_accuracy'] >= first['eval_sop_accuracy'] - 0.02
+
+
+def test_sop_single_sentence_mode_is_read_from_the_config():
+  """data.sop_single_sentence 'skip' drops one-sentence chunks (the paper's pure SOP)."""
+  config = importlib.import_module('experiments.albert').get_config('demo')
+  rng = np.random.default_rng(0)
+  docs = [[rng.integers(10, 100, size=40, dtype=np.int32)] for _ in range(30)]
+  specials = packing.SpecialIds(pad=0, cls=2, sep=3, mask=4)
+  reference = pipeline.build_examples(docs, config.data, specials,
+                                      np.random.default_rng(1))
+  assert len(reference) == 30  # Each one-sentence document pairs with another.
+  config.data.sop_single_sentence = 'skip'
+  assert not pipeline.build_examples(docs, config.data, specials,
+                                     np.random.default_rng(1))
