@@ -6,7 +6,9 @@ example stream, initialises (or resumes) the sharded train state and runs
 `config.train.steps` optimizer updates, showing a progress bar and writing into the
 workdir: metrics.jsonl, tensorboard/, checkpoints/, tokenizer.model, config.json,
 summary.json and loss_curve.png. Started again on the same workdir it resumes from the
-latest checkpoint, with the same data order and rng.
+latest checkpoint, with the same data order and rng. Resume order: the workdir's latest
+checkpoint, else `train.init_from` (a model directory, common/model_dir.py: an HF
+import or an exported discriminator), else a fresh initialisation.
 """
 
 import math
@@ -23,6 +25,7 @@ from common import atomic_files
 from common import checkpoint as checkpoint_lib
 from common import flops as flops_lib
 from common import metrics as metrics_lib
+from common import model_dir
 from common import objectives
 from common import optimizers
 from common import pipeline
@@ -75,6 +78,20 @@ def _evaluate(eval_step, params, batches, mesh, keys) -> dict[str, float]:
   for batch in batches:
     total = metrics_lib.add(total, eval_step(params, _global_batch(batch, mesh, keys)))
   return metrics_lib.average(total)
+
+
+def _init_from(path: str, model_config, state, state_shardings, is_main: bool):
+  """A fresh run's state with params from a model directory (`train.init_from`).
+
+  Parameters the directory lacks (e.g. a head the imported checkpoint did not have)
+  keep their fresh initialisation; both lists go to one log line.
+  """
+  params, fresh, unused = model_dir.overlay(path, model_config, state.params,
+                                            state_shardings.params)
+  if is_main:
+    tqdm.write(f'initialised from {path}; fresh: {", ".join(fresh) or "none"}; '
+               f'not used: {", ".join(unused) or "none"}')
+  return state.replace(params=params)
 
 
 def _count_params(params) -> int:
@@ -139,6 +156,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
         state, loop = checkpointer.restore(
             start_step, checkpoint_lib.abstract_like(state, state_shardings), data_iter)
         loop_rng = jnp.asarray(np.asarray(loop['rng'], np.uint32))
+      elif train_cfg.get('init_from'):
+        state = _init_from(train_cfg.init_from, config.model, state, state_shardings,
+                           is_main)
       if is_main:
         _config_record(workdir, config)
       n_params = _count_params(state.params)
