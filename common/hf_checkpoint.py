@@ -19,6 +19,7 @@ untied output layer is a UserError.
 """
 
 import dataclasses
+import json
 import math
 import os
 from typing import Any, Iterable
@@ -27,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
@@ -191,6 +193,39 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
           else v.numpy() for k, v in state.items()}
 
 
+# safetensors dtype names -> numpy (ml_dtypes, a JAX dependency, gives bfloat16).
+_SAFETENSORS_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16,
+                       'BF16': ml_dtypes.bfloat16, 'I64': np.int64, 'I32': np.int32,
+                       'I16': np.int16, 'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """safetensors.numpy.load_file, and the same by hand for dtypes numpy lacks (bf16).
+
+  The format: an 8-byte little-endian header size, a JSON header naming each tensor's
+  dtype, shape and byte range, then the bytes.
+  """
+  try:
+    return safetensors.numpy.load_file(path)
+  except TypeError:  # "data type 'bfloat16' not understood"
+    pass
+  with open(path, 'rb') as f:
+    size = int.from_bytes(f.read(8), 'little')
+    header = json.loads(f.read(size))
+    data = f.read()
+  out = {}
+  for name, info in header.items():
+    if name == '__metadata__':
+      continue
+    if info['dtype'] not in _SAFETENSORS_DTYPES:
+      raise UserError(f'{path}: tensor {name} has dtype {info["dtype"]}, which cannot be '
+                      'read')
+    start, end = info['data_offsets']
+    out[name] = np.frombuffer(data[start:end], _SAFETENSORS_DTYPES[info['dtype']]).reshape(
+        info['shape'])
+  return out
+
+
 def read_weights(src: str) -> dict[str, np.ndarray]:
   """The state dict of an HF directory as float32 numpy arrays.
 
@@ -199,9 +234,9 @@ def read_weights(src: str) -> dict[str, np.ndarray]:
   checkpoints become 'weight'/'bias', as transformers renames them on load.
   """
   if os.path.isfile(os.path.join(src, SAFETENSORS)):
-    files, reader = [SAFETENSORS], safetensors.numpy.load_file
+    files, reader = [SAFETENSORS], _read_safetensors
   elif os.path.isfile(os.path.join(src, SAFETENSORS_INDEX)):
-    files, reader = _shard_files(src, SAFETENSORS_INDEX), safetensors.numpy.load_file
+    files, reader = _shard_files(src, SAFETENSORS_INDEX), _read_safetensors
   elif os.path.isfile(os.path.join(src, TORCH_BIN)):
     files, reader = [TORCH_BIN], _read_torch
   elif os.path.isfile(os.path.join(src, TORCH_BIN_INDEX)):
@@ -222,8 +257,8 @@ def read_weights(src: str) -> dict[str, np.ndarray]:
     elif name.endswith('LayerNorm.beta'):
       name = name[:-len('beta')] + 'bias'
     value = np.asarray(value)
-    out[name] = value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) or (
-        value.dtype.kind == 'V') else value
+    floating = np.issubdtype(value.dtype, np.floating) or value.dtype == ml_dtypes.bfloat16
+    out[name] = value.astype(np.float32) if floating else value
   return out
 
 
@@ -489,11 +524,14 @@ def export_dir(src: str, dst: str, *, step: int | None = None) -> dict:
     raise UserError('parameters that the HF architecture has no place for: '
                     f'{", ".join(sorted(left)[:6])}')
   tensors = [{**convert_out(params, m.entries), **m.constants} for m in models]
+  missing_tokenizer = False
   with model_dir.atomic_directory(dst) as tmp:
     for model, model_tensors in zip(models, tensors):
       out = os.path.join(tmp, model.subdir)
       write_hf(out, model.config, model_tensors)
       if not _export_tokenizer(tok_dir, out, converter.model_type, model_config):
-        notes.append(f'{src} has no tokenizer: wrote no tokenizer files')
+        missing_tokenizer = True
+  if missing_tokenizer:
+    notes.append(f'{src} has no tokenizer: wrote no tokenizer files')
   return {'architectures': {m.subdir or '.': m.config['architectures'][0] for m in models},
           'model_type': converter.model_type, 'notes': notes}

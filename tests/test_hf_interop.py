@@ -18,6 +18,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import ml_collections
+import ml_dtypes
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -366,6 +367,54 @@ def test_import_refuses_what_it_cannot_convert(bert_dir, tmp_path):
   with pytest.raises(UserError, match='position_embedding_type'):
     convert.import_hf(bad, dst)
   _no_leftovers(str(tmp_path), 'dst')
+
+
+def test_pytorch_bin_sharded_files_and_old_names_import_the_same(hf, bert_dir, tmp_path):
+  torch, _ = hf
+  weights = safetensors.numpy.load_file(os.path.join(bert_dir, 'model.safetensors'))
+  # An older transformers' pickle: LayerNorm gamma/beta, a position_ids buffer and the
+  # tied decoder copies.
+  old = {k.replace('embeddings.LayerNorm.weight', 'embeddings.LayerNorm.gamma'):
+         torch.from_numpy(v) for k, v in weights.items()}
+  old['bert.embeddings.position_ids'] = torch.arange(40)[None]
+  old['cls.predictions.decoder.weight'] = old['bert.embeddings.word_embeddings.weight']
+  old['cls.predictions.decoder.bias'] = old['cls.predictions.bias']
+  pickled = _copy_with(bert_dir, str(tmp_path / 'bin'))
+  os.remove(os.path.join(pickled, 'model.safetensors'))
+  torch.save(old, os.path.join(pickled, 'pytorch_model.bin'))
+  # Two safetensors shards with an index.
+  sharded = _copy_with(bert_dir, str(tmp_path / 'sharded'))
+  os.remove(os.path.join(sharded, 'model.safetensors'))
+  names = sorted(weights)
+  weight_map = {}
+  for i, part in enumerate((names[::2], names[1::2])):
+    shard = f'model-{i + 1:05d}-of-00002.safetensors'
+    safetensors.numpy.save_file({k: weights[k] for k in part},
+                                os.path.join(sharded, shard))
+    weight_map.update({k: shard for k in part})
+  model_dir.write_json(os.path.join(sharded, 'model.safetensors.index.json'),
+                       {'metadata': {}, 'weight_map': weight_map})
+
+  # bfloat16 safetensors (numpy has no bfloat16: read by hand) -> float32.
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
+  half = _copy_with(bert_dir, str(tmp_path / 'bf16'))
+  safetensors_torch.save_file({k: v.to(torch.bfloat16) for k, v in old.items()
+                               if 'decoder' not in k and 'position_ids' not in k},
+                              os.path.join(half, 'model.safetensors'))
+  convert.import_hf(half, str(tmp_path / 'ours_bf16'))
+  rounded = model_dir.flatten(model_dir.read(str(tmp_path / 'ours_bf16'))[1])
+
+  results = []
+  for name, src in (('plain', bert_dir), ('bin', pickled), ('sharded', sharded)):
+    convert.import_hf(src, str(tmp_path / f'ours_{name}'))
+    results.append(model_dir.flatten(model_dir.read(str(tmp_path / f'ours_{name}'))[1]))
+  for other in results[1:]:
+    assert sorted(other) == sorted(results[0])
+    for key, value in results[0].items():
+      assert np.array_equal(other[key], value), key
+  for key, value in results[0].items():
+    assert np.array_equal(rounded[key], value.astype(ml_dtypes.bfloat16).astype(
+        np.float32)), key
 
 
 def test_import_never_overwrites_or_leaves_half_a_directory(bert_dir, tmp_path,
