@@ -98,7 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=200 if demo else 5_000, eval_batches=8 if demo else 50,
       eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 5_000,
       keep_checkpoints=3, data_threads=2,
-      peak_flops_per_device=0.0)  # 0: known accelerators' peak (common/flops.py).
+      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/flops.py).
+      init_from='')  # A model directory to start from (launch.convert --from=hf).
 
   # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).
   config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1), dcn_data=1)

@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
 
   # Model: post-LN encoder, learned positions, 2 token types, GeLU (paper section 3).
+  # embedding_size (factorized table) and layer_sharing are ALBERT's switches, off here.
   config.model = dict(
       vocab_size=4000 if demo else 30522,  # WordPiece vocab of the released models.
       hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=ffn,
@@ -41,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       hidden_act='gelu', dropout_rate=0.1, attention_dropout_rate=0.1,
       layer_norm_eps=1e-12, initializer_range=0.02, pre_layer_norm=False,
       scan_layers=True, remat_policy='none', dtype='float32', attention_impl='xla',
-      position_offset=0)
+      position_offset=0,
+      layer_sharing='none', num_hidden_groups=1)
 
   # Objective: MLM + next-sentence prediction, summed (run_pretraining.py).
   config.objective = dict(name='mlm_nsp')
@@ -83,7 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=200 if demo else 10_000, eval_batches=8 if demo else 50,
       eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 10_000,
       keep_checkpoints=3, data_threads=2,
-      peak_flops_per_device=0.0)  # 0: known accelerators' peak (common/flops.py).
+      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/flops.py).
+      init_from='')  # A model directory to start from (launch.convert --from=hf).
 
   # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).
   config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1), dcn_data=1)

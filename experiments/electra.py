@@ -59,7 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       hidden_act='gelu', dropout_rate=0.1, attention_dropout_rate=0.1,
       layer_norm_eps=1e-12, initializer_range=0.02, pre_layer_norm=False,
       scan_layers=True, remat_policy='none', dtype='float32', attention_impl='xla',
-      position_offset=0)
+      position_offset=0,
+      layer_sharing='none', num_hidden_groups=1)
 
   # Objective: generator MLM + 50 x replaced-token detection over all real tokens;
   # samples at temperature 1 (configure_pretraining.py gen_weight, disc_weight,
@@ -104,7 +105,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       steps=steps, batch_size=batch, grad_accum_steps=1,
       log_every=20 if demo else 100, eval_every=200 if demo else 10_000,
       eval_batches=8 if demo else 20, eval_batch_size=32 if demo else 128,
-      checkpoint_every=200 if demo else 10_000, keep_checkpoints=3, data_threads=2)
+      checkpoint_every=200 if demo else 10_000, keep_checkpoints=3, data_threads=2,
+      init_from='')  # A model directory to start from (launch.convert --from=hf).
 
   # Mesh: pure data parallelism over every device.
   config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1))

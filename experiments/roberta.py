@@ -42,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       hidden_act='gelu', dropout_rate=0.1, attention_dropout_rate=0.1,
       layer_norm_eps=1e-5, initializer_range=0.02, pre_layer_norm=False,
       scan_layers=True, remat_policy='none', dtype='float32', attention_impl='xla',
-      position_offset=2)
+      position_offset=2,
+      layer_sharing='none', num_hidden_groups=1)
 
   # Objective: masked LM only; NSP removed (paper section 4.2).
   config.objective = dict(name='mlm')
@@ -81,7 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=200 if demo else 10_000, eval_batches=8 if demo else 20,
       eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 10_000,
       keep_checkpoints=3, data_threads=2,
-      peak_flops_per_device=0.0)  # 0: known accelerators' peak (common/flops.py).
+      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/flops.py).
+      init_from='')  # A model directory to start from (launch.convert --from=hf).
 
   # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).
   config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1), dcn_data=1)
