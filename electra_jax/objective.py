@@ -103,11 +103,16 @@ def replaced_token_detection_loss(
     "original") and 'rtd_baseline_loss', the loss of predicting the batch's replaced
     fraction everywhere: the RTD loss depends on how good the generator is, and only
     a loss below this baseline shows the discriminator knows more than the base rate.
+    'rtd_prob_replaced' and 'rtd_prob_original' are the mean predicted probability of
+    "replaced" on replaced and on original tokens: their gap shows the detector ranks
+    replacements higher well before its calls cross 0.5 (while replacements are rare,
+    accuracy at that threshold hides it).
   """
   labels_f = labels_BxL.astype(jnp.float32)
   per_token = optax.sigmoid_binary_cross_entropy(logits_BxL, labels_f)
   loss_sum, count = metrics_lib.weighted(per_token, weights_BxL)
   predicted_BxL = logits_BxL > 0
+  prob_BxL = jax.nn.sigmoid(logits_BxL)
   replaced_BxL = labels_BxL.astype(bool)
   true_pos_BxL = predicted_BxL & replaced_BxL
   weights_f = weights_BxL.astype(jnp.float32)
@@ -121,6 +126,8 @@ def replaced_token_detection_loss(
       'rtd_recall': metrics_lib.weighted(true_pos_BxL, replaced_BxL * weights_f),
       'replaced_fraction': metrics_lib.weighted(replaced_BxL, weights_f),
       'rtd_baseline_loss': (base_rate_entropy * count, count),
+      'rtd_prob_replaced': metrics_lib.weighted(prob_BxL, replaced_BxL * weights_f),
+      'rtd_prob_original': metrics_lib.weighted(prob_BxL, ~replaced_BxL * weights_f),
   }
 
 

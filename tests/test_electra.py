@@ -211,6 +211,9 @@ def test_replaced_token_detection_metrics():
   assert avg['rtd_recall'] == 0.5          # replaced 0, 1; found 0
   assert avg['replaced_fraction'] == 0.5
   np.testing.assert_allclose(avg['rtd_baseline_loss'], np.log(2.0), rtol=1e-6)
+  sigmoid = 1 / (1 + np.exp(-x))
+  np.testing.assert_allclose(avg['rtd_prob_replaced'], sigmoid[:2].mean(), rtol=1e-6)
+  np.testing.assert_allclose(avg['rtd_prob_original'], sigmoid[2:].mean(), rtol=1e-6)
 
 
 def test_loss_is_mlm_plus_50_rtd(tiny_params):
