@@ -47,6 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Optimizer: Adam lr 1e-4, eps 1e-8, wd 0.01, warmup 10k, linear decay, clip 1.0;
   # 2.4M updates of 256 x 512 tokens (section 4.1 / appendix B; batch unverified).
-  config.optimizer.update(eps=1e-8)
+  # The demo halves BERT's demo rate: at 2e-3 held-out MLM and SBO accuracy stayed at
+  # exactly 7.0% at every evaluation from step 200 to 600 (a constant prediction).
+  config.optimizer.update(eps=1e-8, learning_rate=1e-3 if demo else 1e-4)
   config.train.update(steps=800 if demo else 2_400_000)
   return config
