@@ -265,22 +265,39 @@ def test_ngram_lengths_follow_albert_probabilities_when_sparse():
   np.testing.assert_allclose(counts / counts.sum(), probs, atol=0.015)
 
 
-def test_tiny_albert_learns_mlm_and_the_sentence_order_prior(tmp_path):
-  """100 steps of a 2-layer, 64-wide shared model: MLM accuracy rises well above
-  chance. Sentence order is NOT learned at this scale: held-out SOP accuracy stays at
-  the majority label's share (0.67 on this tiny held-out set, where one-sentence
-  chunks add random-document pairs labelled 1), the loss only falls from ln 2 to the
-  label prior's entropy (0.693 -> 0.646). The demo (800 steps) does better."""
+def _ordered_corpus(path, n_docs=240, n_sentences=8, words=6, seed=0):
+  """Documents whose i-th sentence draws its words from group i: order is visible."""
+  rng = np.random.default_rng(seed)
+  groups = [[f'{"abcdefgh"[g]}{k}{"xyz"[k % 3]}' for k in range(12)]
+            for g in range(n_sentences)]
+  docs = []
+  for _ in range(n_docs):
+    sentences = [' '.join(rng.choice(groups[i], words)).capitalize() + '.'
+                 for i in range(n_sentences)]
+    docs.append(' '.join(sentences))
+  path.write_text('\n\n'.join(docs) + '\n')
+  return str(path)
+
+
+def test_tiny_albert_learns_mlm_and_sentence_order(tmp_path):
+  """A 2-layer, 64-wide shared model, 400 LAMB steps on a corpus whose sentences carry
+  their position (sentence i uses word group i): MLM accuracy rises and held-out SOP
+  accuracy ends far above the majority label (0.64 here: one-sentence chunks add
+  random-document pairs labelled 1). Measured: 0.89 at step 400, while at 150 steps,
+  or with AdamW 2e-3, it was still at the majority share: next to MLM, the sentence
+  task is learned late. On the default corpus sentence order is a weaker signal still;
+  the demo's figures are in the README."""
   config = tiny_experiment('albert')
-  config.model.update(embedding_size=32)
-  config.train.update(steps=100, eval_every=100, eval_batches=8)
-  config.optimizer.update(learning_rate=5e-2, warmup_steps=10)
-  summary = trainer.train(config, str(tmp_path))
+  config.data.update(source='text', paths=_ordered_corpus(tmp_path / 'ordered.txt'),
+                     max_documents=0, heldout_fraction=0.1)
+  config.model.update(vocab_size=300, embedding_size=32)
+  config.train.update(steps=400, eval_every=400, eval_batches=4)
+  config.optimizer.update(learning_rate=3e-2, warmup_steps=10)
+  summary = trainer.train(config, str(tmp_path / 'run'))
   first, last = summary['first_eval'], summary['eval']
-  assert last['mlm_accuracy'] > max(0.04, 10 * first['eval_mlm_accuracy'])
-  assert last['mlm_loss'] < first['eval_mlm_loss'] - 1.0
-  assert last['sop_loss'] < first['eval_sop_loss']
-  assert last['sop_accuracy'] >= first['eval_sop_accuracy'] - 0.02
+  assert last['mlm_accuracy'] > max(0.1, 10 * first['eval_mlm_accuracy'])
+  assert last['sop_accuracy'] > 0.8, last
+  assert last['sop_loss'] < 0.5 * first['eval_sop_loss']
 
 
 def test_sop_single_sentence_mode_is_read_from_the_config():
