@@ -291,6 +291,7 @@ def test_tiny_albert_learns_mlm_and_sentence_order(tmp_path):
   config.data.update(source='text', paths=_ordered_corpus(tmp_path / 'ordered.txt'),
                      max_documents=0, heldout_fraction=0.1)
   config.model.update(vocab_size=300, embedding_size=32)
+  config.masking.update(dynamic=True, dupe_factor=1)
   config.train.update(steps=400, eval_every=400, eval_batches=4)
   config.optimizer.update(learning_rate=3e-2, warmup_steps=10)
   summary = trainer.train(config, str(tmp_path / 'run'))
