@@ -6,9 +6,10 @@ example stream, initialises (or resumes) the sharded train state and runs
 `config.train.steps` optimizer updates, showing a progress bar and writing into the
 workdir: metrics.jsonl, tensorboard/, checkpoints/, tokenizer.model (or an imported
 hf_tokenizer.json), config.json, summary.json and loss_curve.png. Started again on the
-same workdir it resumes from the latest checkpoint, with the same data order and rng. Resume order: the workdir's latest
-checkpoint, else `train.init_from` (a model directory, common/model_dir.py: an HF
-import or an exported discriminator), else a fresh initialisation.
+same workdir it resumes from the latest checkpoint, with the same data order and rng.
+Start order: the workdir's latest checkpoint, else `train.init_from` (a model directory,
+common/model_dir.py: an HF import or an exported discriminator), else a fresh
+initialisation.
 """
 
 import math
