@@ -2,32 +2,16 @@
 
 import importlib
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from common import objectives
 from common.errors import UserError
+from tests.conftest import parameter_count
 
 RECIPES = {'bert': ('demo', 'base', 'large'), 'roberta': ('demo', 'base', 'large')}
 
 
 def get_config(recipe, size):
   return importlib.import_module(f'experiments.{recipe}').get_config(size)
-
-
-def parameter_count(config) -> int:
-  """Parameters of the recipe's whole pretraining model, counted without allocating."""
-  model = objectives.get_objective(config).model
-  L, P = 8, 2
-  batch = {'input_ids': jnp.zeros((1, L), jnp.int32),
-           'segment_ids': jnp.zeros((1, L), jnp.int32),
-           'attention_mask': jnp.ones((1, L), jnp.int32),
-           'masked_positions': jnp.zeros((1, P), jnp.int32)}
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(shapes)))
 
 
 @pytest.mark.parametrize('recipe, size', [(r, s) for r, sizes in RECIPES.items()
