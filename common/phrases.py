@@ -55,9 +55,12 @@ class PhraseLexicon:
                        'phrases': sorted(list(p) for p in self.phrases)})
 
 
-def capitalised_pieces(pieces: Sequence[str]) -> np.ndarray:
-  """bool[V]: the piece's first letter (after '▁') is upper case."""
-  return np.array([p.lstrip('\u2581')[:1].isupper() for p in pieces], bool)
+def capitalised_pieces(pieces: Sequence[str], word_mark: str = '') -> np.ndarray:
+  """bool[V]: the piece's first letter, after leading word-start marks ('▁', and the
+  tokenizer's own `word_mark` such as byte-level BPE's 'Ġ', which would itself read as
+  a capital), is upper case."""
+  marks = word_mark + '\u2581'
+  return np.array([p.lstrip(marks)[:1].isupper() for p in pieces], bool)
 
 
 def build(token_docs, is_word_start_V: np.ndarray, *, min_count: int = 5,

@@ -96,11 +96,9 @@ def masking_vocab(config, tokenizer: Tokenizer, token_docs=None,
     table = similar_words.get_table(config.masking, token_docs or [], tokenizer,
                                     workdir, config.seed)
   if strategy == 'ernie':
-    # Without a byte-level 'Ġ' word mark in front, which would read as a capital.
-    mark = tokenizer.word_start.get('start_prefix', '')
     capitalised = phrases.capitalised_pieces(
-        [tokenizer.id_to_piece(i).removeprefix(mark)
-         for i in range(tokenizer.vocab_size)])
+        [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)],
+        tokenizer.word_start.get('start_prefix', ''))
     if token_docs is not None or config.masking.get('phrase_lexicon_path', ''):
       lexicon = phrases.get_lexicon(config.masking, token_docs or [], tokenizer, workdir)
   return mask_strategies.MaskingVocab(
