@@ -33,6 +33,7 @@ from common import phrases
 from common import similar_words
 from common import span_boundary
 from common import tokenizer as tokenizer_lib
+from common import word_order_probe
 from common.errors import UserError
 from common.tokenizer import Tokenizer
 
@@ -241,10 +242,15 @@ def read_options(num_threads: int) -> grain.ReadOptions:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainingData:
-  """What the trainer reads: the tokenizer, this host's batch stream, held-out batches."""
+  """What the trainer reads: the tokenizer, this host's batch stream, held-out batches.
+
+  `order_probe_batches` are the held-out batches with their context shuffled
+  (common/word_order_probe.py), for `shuffled_context_mlm_accuracy`.
+  """
   tokenizer: Tokenizer
   train: grain.MapDataset
   eval_batches: list[dict[str, np.ndarray]]
+  order_probe_batches: list[dict[str, np.ndarray]]
 
 
 def build_data(config, workdir: str, *, process_index: int = 0,
@@ -259,10 +265,16 @@ def build_data(config, workdir: str, *, process_index: int = 0,
   train_tokens = tokenize_corpus(train_docs, tokenizer)
   vocab = masking_vocab(config, tokenizer, train_tokens, workdir)
   examples = train_examples(train_tokens, config, special_ids(tokenizer))
+  heldout = eval_batches(tokenize_corpus(heldout_docs, tokenizer), config, tokenizer,
+                         process_index=process_index, process_count=process_count,
+                         vocab=vocab)
   return PretrainingData(
       tokenizer=tokenizer,
       train=train_dataset(examples, config, tokenizer, process_index=process_index,
                           process_count=process_count, vocab=vocab),
-      eval_batches=eval_batches(tokenize_corpus(heldout_docs, tokenizer), config,
-                                tokenizer, process_index=process_index,
-                                process_count=process_count, vocab=vocab))
+      eval_batches=heldout,
+      order_probe_batches=[
+          word_order_probe.shuffle_context(
+              batch, special_ids(tokenizer),
+              np.random.default_rng([config.seed, 5, process_index, b]))
+          for b, batch in enumerate(heldout)])

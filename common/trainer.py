@@ -81,6 +81,22 @@ def _evaluate(eval_step, params, batches, mesh, keys) -> dict[str, float]:
   return metrics_lib.average(total)
 
 
+def _held_out_metrics(eval_step, params, data: pipeline.PretrainingData, mesh,
+                      keys) -> dict[str, float]:
+  """The objective's held-out metrics, plus the word-order probe for MLM objectives.
+
+  `shuffled_context_mlm_accuracy` is the MLM accuracy on the same batches with the
+  context shuffled (common/word_order_probe.py): while it equals `mlm_accuracy` the
+  model reads its context as a bag of words, and order-dependent tasks (SOP, ELECTRA's
+  detection of plausible replacements) cannot be learned yet.
+  """
+  metrics = _evaluate(eval_step, params, data.eval_batches, mesh, keys)
+  if 'mlm_accuracy' in metrics:
+    shuffled = _evaluate(eval_step, params, data.order_probe_batches, mesh, keys)
+    metrics['shuffled_context_mlm_accuracy'] = shuffled['mlm_accuracy']
+  return metrics
+
+
 def _init_from(path: str, model_config, state, state_shardings, is_main: bool):
   """A fresh run's state with params from a model directory (`train.init_from`).
 
@@ -123,7 +139,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
 
   data = pipeline.build_data(config, workdir, process_index=jax.process_index(),
                              process_count=jax.process_count())
-  dataset, eval_batches = data.train, data.eval_batches
+  dataset = data.train
 
   mesh = sharding.make_mesh(config.mesh.shape, dcn_data=config.mesh.get('dcn_data', 1))
   if train_cfg.batch_size % (sharding.data_parallel_size(mesh) *
@@ -174,8 +190,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
       peak = flops_lib.peak_flops_per_device(train_cfg)
       last_step = min(train_cfg.steps, stop_after or train_cfg.steps)
       if start_step == 0:
-        log.write(0, _evaluate(eval_fn, state.params, eval_batches, mesh,
-                                 objective.batch_keys), prefix='eval_')
+        log.write(0, _held_out_metrics(eval_fn, state.params, data, mesh,
+                                       objective.batch_keys), prefix='eval_')
       loop_state = {'rng': np.asarray(loop_rng).tolist()}
       bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not is_main,
                  desc=config.get('name', 'train'), dynamic_ncols=True, mininterval=1.0)
@@ -213,8 +229,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict[str, A
           window, window_start, window_steps = None, time.time(), 0
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
           eval_start = time.time()
-          eval_metrics = _evaluate(eval_fn, state.params, eval_batches, mesh,
-                                   objective.batch_keys)
+          eval_metrics = _held_out_metrics(eval_fn, state.params, data, mesh,
+                                           objective.batch_keys)
           log.write(step, eval_metrics, prefix='eval_')
           if is_main:
             bar.write(f'step {step}: held-out ' + ', '.join(

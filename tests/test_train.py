@@ -27,6 +27,9 @@ def test_tiny_bert_learns_on_heldout_data(bert_run):
   assert last['mlm_accuracy'] > max(0.04, 10 * first['eval_mlm_accuracy'])
   assert last['mlm_loss'] < first['eval_mlm_loss'] - 1.0
   assert 0.0 <= last['nsp_accuracy'] <= 1.0
+  # The word-order probe runs with every evaluation (common/word_order_probe.py).
+  assert 0.0 <= last['shuffled_context_mlm_accuracy'] <= 1.0
+  assert 'eval_shuffled_context_mlm_accuracy' in first
 
 
 def test_run_leaves_its_files(bert_run):
