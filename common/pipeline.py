@@ -210,11 +210,16 @@ def stack_examples(examples: Sequence[dict]) -> dict[str, np.ndarray]:
 def eval_batches(token_docs, config, tokenizer: Tokenizer, *, process_index: int = 0,
                  process_count: int = 1,
                  vocab: mask_strategies.MaskingVocab | None = None
-                 ) -> list[dict[str, np.ndarray]]:
+                 ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
   """Fixed held-out batches (static masks), this host's rows of each global batch.
 
   At most `train.eval_batches` global batches of `train.eval_batch_size`; a held-out
   set smaller than one batch is cycled to fill it.
+
+  Returns:
+    (batches, order_probe_batches): the second are the same batches with their context
+    shuffled (common/word_order_probe.py), seeded per global batch, so every host
+    count sees the same probe.
   """
   specials = special_ids(tokenizer)
   examples = build_examples(token_docs, config.data, specials,
@@ -227,12 +232,15 @@ def eval_batches(token_docs, config, tokenizer: Tokenizer, *, process_index: int
   size = config.train.eval_batch_size
   n_batches = max(1, min(config.train.eval_batches, len(masked) // size))
   per_host = size // process_count
-  batches = []
+  rows = slice(process_index * per_host, (process_index + 1) * per_host)
+  batches, probes = [], []
   for b in range(n_batches):
-    rows = [masked[(b * size + r) % len(masked)] for r in range(size)]
-    batches.append(stack_examples(rows[process_index * per_host:
-                                       (process_index + 1) * per_host]))
-  return batches
+    batch = stack_examples([masked[(b * size + r) % len(masked)] for r in range(size)])
+    probe = word_order_probe.shuffle_context(
+        batch, specials, np.random.default_rng([config.seed, 5, b]))
+    batches.append({k: v[rows] for k, v in batch.items()})
+    probes.append({k: v[rows] for k, v in probe.items()})
+  return batches, probes
 
 
 def read_options(num_threads: int) -> grain.ReadOptions:
@@ -265,16 +273,11 @@ def build_data(config, workdir: str, *, process_index: int = 0,
   train_tokens = tokenize_corpus(train_docs, tokenizer)
   vocab = masking_vocab(config, tokenizer, train_tokens, workdir)
   examples = train_examples(train_tokens, config, special_ids(tokenizer))
-  heldout = eval_batches(tokenize_corpus(heldout_docs, tokenizer), config, tokenizer,
-                         process_index=process_index, process_count=process_count,
-                         vocab=vocab)
+  heldout, order_probe = eval_batches(
+      tokenize_corpus(heldout_docs, tokenizer), config, tokenizer,
+      process_index=process_index, process_count=process_count, vocab=vocab)
   return PretrainingData(
       tokenizer=tokenizer,
       train=train_dataset(examples, config, tokenizer, process_index=process_index,
                           process_count=process_count, vocab=vocab),
-      eval_batches=heldout,
-      order_probe_batches=[
-          word_order_probe.shuffle_context(
-              batch, special_ids(tokenizer),
-              np.random.default_rng([config.seed, 5, process_index, b]))
-          for b, batch in enumerate(heldout)])
+      eval_batches=heldout, order_probe_batches=order_probe)

@@ -10,9 +10,10 @@ Run the CPU demo (a few minutes on 2 cores, on the embedded default corpus):
   python -m launch.train --config=experiments/albert.py:demo --workdir=/tmp/albert_demo
 
 Paper sizes (Table 1, all E=128, every layer shared): `:base` 12M, `:large` 18M,
-`:xlarge` 60M, `:xxlarge` 235M (223M counted exactly: see tests/test_albert.py). The
-sharing ablations of Table 4 are a flag away: `--config.model.layer_sharing=attention`
-('all', 'attention', 'ffn', 'none'; `model.num_hidden_groups` as the reference).
+`:xlarge` 60M, `:xxlarge` 235M (223M counted exactly, as the released model's card
+says: see tests/test_albert.py). The sharing ablations of Table 4 are a flag away:
+`--config.model.layer_sharing=attention` ('all', 'attention', 'ffn', 'none';
+`model.num_hidden_groups` as the reference).
 """
 
 import ml_collections

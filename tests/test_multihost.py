@@ -40,7 +40,8 @@ def test_two_processes_match_one(tmp_path):
   b = run_log.read_metrics(os.path.join(two, 'metrics.jsonl'))
   assert [r['step'] for r in a] == [r['step'] for r in b]
   for ra, rb in zip(a, b):
-    for key in ('loss', 'mlm_accuracy', 'eval_loss', 'eval_mlm_accuracy'):
+    for key in ('loss', 'mlm_accuracy', 'eval_loss', 'eval_mlm_accuracy',
+                'eval_shuffled_context_mlm_accuracy'):
       if key in ra:
         np.testing.assert_allclose(rb[key], ra[key], rtol=1e-4, err_msg=key)
   # Both processes wrote their part of the checkpoint, including the data iterators.
