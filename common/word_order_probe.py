@@ -36,11 +36,12 @@ def shuffle_context(batch: dict[str, np.ndarray], specials: packing.SpecialIds,
     A new batch; `input_ids` [B, L] shuffled as above.
   """
   ids_BxL = batch['input_ids'].copy()
-  special_ids = specials.as_array()
   selected_BxL = np.zeros(ids_BxL.shape, bool)
   rows, cols = np.nonzero(batch['masked_weights'] > 0)
   selected_BxL[rows, batch['masked_positions'][rows, cols]] = True
-  boundary_BxL = np.isin(ids_BxL, special_ids) | ~batch['attention_mask'].astype(bool)
+  # [MASK] is not a boundary: context moves across the (fixed) selected positions.
+  boundary_BxL = (np.isin(ids_BxL, [specials.cls, specials.sep, specials.pad])
+                  | ~batch['attention_mask'].astype(bool))
   for row in range(ids_BxL.shape[0]):
     start = 0
     for end in list(np.nonzero(boundary_BxL[row])[0]) + [ids_BxL.shape[1]]:

@@ -63,6 +63,17 @@ def test_only_the_order_of_unselected_tokens_changes():
   np.testing.assert_array_equal(batch['input_ids'], _batch()['input_ids'])  # No aliasing.
 
 
+def test_context_moves_across_the_masks():
+  """A segment is bounded by [CLS]/[SEP]/padding only: the words beside a [MASK] change."""
+  ids = np.array([[2, *range(10, 20), 4, *range(20, 30), 3]], np.int32)
+  batch = {'input_ids': ids, 'attention_mask': np.ones_like(ids),
+           'masked_positions': np.array([[11]], np.int32),
+           'masked_weights': np.ones((1, 1), np.float32)}
+  shuffled = word_order_probe.shuffle_context(batch, SPECIALS, np.random.default_rng(0))
+  assert shuffled['input_ids'][0, 11] == 4
+  assert set(shuffled['input_ids'][0, 1:11]) != set(range(10, 20))
+
+
 def test_shuffle_is_a_function_of_the_rng():
   batch = _batch(1)
   first = word_order_probe.shuffle_context(batch, SPECIALS, np.random.default_rng(3))
