@@ -4,13 +4,13 @@ The paper fine-tunes the discriminator and throws the generator away (Clark et a
 2020, section 2; the released checkpoints' `electra/` scope holds the discriminator
 with the shared embeddings). Here that is the 'embeddings' and 'discriminator' subtrees
 of an `ElectraModel`, which together are exactly the params of a plain
-`common.encoder.Encoder(config.model)`:
+`common.model.encoder.Encoder(config.model)`:
 
   params = export.discriminator_params(state.params)
   hidden_BxLxH = encoder.Encoder(config.model).apply({'params': params}, ids_BxL)
 
 `save_discriminator(workdir, out_dir)` writes the latest (or a given) checkpoint's
-discriminator to `out_dir` as a model directory (common/model_dir.py): `params/` (the
+discriminator to `out_dir` as a model directory (common/interop/model_dir.py): `params/` (the
 'embeddings', 'discriminator' and 'discriminator_head' subtrees, named as in
 `ElectraModel`, so `train.init_from` can start an ELECTRA run from it),
 `model_config.json`, `source.json` and the workdir's tokenizer file.
@@ -23,12 +23,12 @@ from typing import Any
 
 import ml_collections
 
-from common import model_dir
+from common.interop import model_dir
 from common.errors import UserError
 
 # Encoder parameters that live at the top of the ELECTRA tree (shared with the generator).
 _SHARED = ('embeddings',)
-# A run's tokenizer: trained sentencepiece or imported from HF (common/hf_tokenizer.py).
+# A run's tokenizer: trained sentencepiece or imported from HF (common/interop/hf_tokenizer.py).
 _TOKENIZER_FILES = ('tokenizer.model', 'hf_tokenizer.json')
 
 

@@ -25,11 +25,11 @@ import os
 
 import numpy as np
 
-from common import encoder as encoder_lib
-from common import hf_bert
-from common import hf_checkpoint as hf
-from common import mlm_model
-from common import model_dir
+from common.model import encoder as encoder_lib
+from common.interop import hf_bert
+from common.interop import hf_checkpoint as hf
+from common.model import mlm_model
+from common.interop import model_dir
 from common.errors import UserError
 from electra_jax import model as model_lib
 

@@ -5,10 +5,10 @@ Generators" (arXiv:2003.10555); reference: google-research/electra
 `run_pretraining.py` (`PretrainingModel`, `get_generator_config`,
 `_get_masked_lm_output`, `_get_discriminator_output`) and `model/modeling.py`.
 
-Both networks are the shared `common.encoder.Encoder`, built twice at different sizes
+Both networks are the shared `common.model.encoder.Encoder`, built twice at different sizes
 (as the reference builds both with `build_transformer`). They share ONE embedding layer
 (token, position and token-type tables and the embedding LayerNorm): a single
-`common.encoder.Embeddings` module owned by `ElectraModel` feeds both encoders'
+`common.model.encoder.Embeddings` module owned by `ElectraModel` feeds both encoders'
 `transform`, so neither encoder creates a table of its own. Each network keeps its own
 E -> H projection when its hidden size differs from E (the reference's
 `embeddings_project` under each network's scope).
@@ -30,8 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from common import encoder as encoder_lib
-from common import heads
+from common.model import encoder as encoder_lib
+from common.model import heads
 from common.errors import UserError
 
 Array = jax.Array
@@ -97,7 +97,7 @@ class ElectraModel(nn.Module):
   given; it exists so that `init` creates every parameter.
 
   Attributes:
-    config: the discriminator's model ConfigDict (common/encoder.py fields) plus
+    config: the discriminator's model ConfigDict (common/model/encoder.py fields) plus
       `generator_hidden_fraction`.
   """
   config: Any

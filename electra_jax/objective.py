@@ -5,7 +5,7 @@ google-research/electra `run_pretraining.py` (`PretrainingModel.__init__`,
 `_get_fake_data`) and `pretrain/pretrain_helpers.py` (`unmask`, `sample_from_softmax`,
 `scatter_update`).
 
-One loss function for the shared train step (common/train_step.py):
+One loss function for the shared train step (common/train/train_step.py):
   1. the generator reads the masked input and predicts the masked tokens (MLM loss);
   2. a token is sampled at each masked position from its logits with the Gumbel-max
      trick (temperature 1.0) under stop_gradient: no gradient flows through the sample;
@@ -17,11 +17,11 @@ One loss function for the shared train step (common/train_step.py):
      token; loss = 1.0 x MLM + 50.0 x RTD (reference `gen_weight`, `disc_weight`).
 
 Registration: importing this module adds the objective 'electra' to
-`common.objectives` (`common` never imports `electra_jax`). `electra_jax/__init__.py`
+`common.train.objectives` (`common` never imports `electra_jax`). `electra_jax/__init__.py`
 imports it, and experiments/electra.py imports `electra_jax`, so loading the experiment
 file (as `launch.train --config=experiments/electra.py:...` does) registers it.
 
-Model FLOPs (common/flops.py, for MFU) count both networks, as STYLE.md asks and the
+Model FLOPs (common/train/flops.py, for MFU) count both networks, as STYLE.md asks and the
 reference's flops_computation.py does: generator encoder + its MLM head at the masked
 positions, discriminator encoder + its per-token head.
 """
@@ -34,9 +34,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from common import flops as flops_lib
-from common import metrics as metrics_lib
-from common import objectives
+from common.train import flops as flops_lib
+from common.train import metrics as metrics_lib
+from common.train import objectives
 from electra_jax import model as model_lib
 
 Array = jax.Array

@@ -18,7 +18,7 @@ says: see tests/test_albert.py). The sharing ablations of Table 4 are a flag awa
 
 import ml_collections
 
-from common import corpus
+from common.data import corpus
 from common.config_args import parse_size
 
 # name: (layers, hidden, heads, ffn). Paper Table 1; 'demo' is ours, for a CPU.
@@ -72,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Data: BERT's segment pairs [CLS] A [SEP] B [SEP] from one document, A and B
   # swapped for half of them (label 1); a one-sentence chunk takes B from a random
-  # document, as the reference code does (common/packing.py); 'skip' drops such
+  # document, as the reference code does (common/data/packing.py); 'skip' drops such
   # chunks, for pure sentence-order pairs as the paper describes. short_seq_prob 0.1.
   config.data = dict(
       **corpus.source_config('default'),
@@ -102,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=200 if demo else 5_000, eval_batches=8 if demo else 50,
       eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 5_000,
       keep_checkpoints=3, data_threads=2,
-      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/flops.py).
+      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/train/flops.py).
       init_from='')  # A model directory to start from (launch.convert --from=hf).
 
   # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).

@@ -14,7 +14,7 @@ Paper sizes: `:base` (L12 H768 A12, 110M) and `:large` (L24 H1024 A16, 340M in t
 
 import ml_collections
 
-from common import corpus
+from common.data import corpus
 from common.config_args import parse_size
 
 # name: (layers, hidden, heads, ffn). Paper Table/section 3; 'demo' is ours, for a CPU.
@@ -59,7 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Data: segment pairs [CLS] A [SEP] B [SEP], B the true next text half the time; 10%
   # of examples shorter (short_seq_prob). Source: the embedded default corpus (Python's
-  # own documentation text); see common/corpus.py for text, JSONL and TFDS sources.
+  # own documentation text); see common/data/corpus.py for text, JSONL and TFDS sources.
   config.data = dict(
       **corpus.source_config('default'),
       max_seq_length=64 if demo else 128, packing='segment_pairs', pair_task='nsp', short_seq_prob=0.1)
@@ -85,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=200 if demo else 10_000, eval_batches=8 if demo else 50,
       eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 10_000,
       keep_checkpoints=3, data_threads=2,
-      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/flops.py).
+      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/train/flops.py).
       init_from='')  # A model directory to start from (launch.convert --from=hf).
 
   # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).

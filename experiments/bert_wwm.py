@@ -13,7 +13,7 @@ Run the CPU demo (a few minutes on 2 cores, on the embedded default corpus):
 
 Sizes: `:demo`, `:base` (110M), `:large` (340M). Words here are sentencepiece words
 (a '▁' piece and its continuations); a WordPiece vocabulary works the same way
-(common/word_units.py).
+(common/data/word_units.py).
 """
 
 import ml_collections

@@ -18,7 +18,7 @@ ELECTRA-Small++ used a generator as large as the discriminator:
 
 import ml_collections
 
-from common import corpus
+from common.data import corpus
 from common.config_args import parse_size
 import electra_jax  # pylint: disable=unused-import  (registers objective 'electra')
 

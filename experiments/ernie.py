@@ -3,7 +3,7 @@ r"""ERNIE 1.0: knowledge masking: phrases and entities masked as whole units, wi
 Sun et al. 2019, "ERNIE: Enhanced Representation through Knowledge Integration"
 (arXiv:1904.09223), and PaddlePaddle/ERNIE r2.0 (batching.py `mask`, ernie config).
 The paper's segmenter and entity lexicon were not released: phrases are found by
-corpus PMI and entities as runs of capitalised words (common/phrases.py), or read
+corpus PMI and entities as runs of capitalised words (common/data/phrases.py), or read
 from `masking.phrase_lexicon_path`.
 
 Run the CPU demo (a few minutes on 2 cores, on the embedded default corpus):
@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # tokens; each unit selected with p 0.15, 80/10/10 per token (batching.py `mask`);
   # on the fly, as the reference. The count is Bernoulli (mean 0.15 n), so the cap
   # sits well above it (64 tokens: mean 9.6; 512: mean 77). Phrases: corpus PMI >= 3
-  # in 2 word2phrase passes (up to 4 words), or a lexicon file (common/phrases.py).
+  # in 2 word2phrase passes (up to 4 words), or a lexicon file (common/data/phrases.py).
   config.masking = dict(
       strategy='ernie', mask_prob=0.15, mask_token_prob=0.8, random_token_prob=0.1,
       ernie_knowledge_prob=0.5, phrase_lexicon_path='', phrase_min_pmi=3.0,

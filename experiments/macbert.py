@@ -3,7 +3,7 @@ r"""MacBERT: MLM as correction: n-gram whole-word masking with similar-word repl
 Cui et al. 2020, "Revisiting Pre-Trained Models for Chinese Natural Language
 Processing" (Findings of EMNLP, arXiv:2004.13922), section 3.3. No training code was
 released; the similar-word table is built from the training corpus (PPMI + SVD word
-vectors, common/similar_words.py) or read from `masking.similar_words_path`.
+vectors, common/data/similar_words.py) or read from `masking.similar_words_path`.
 
 Run the CPU demo (a few minutes on 2 cores, on the embedded default corpus):
 
@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.update(max_seq_length=64 if demo else 512, pair_task='sop')
 
   # Optimizer: LAMB (section 4.1; lr 1e-4 for base, unverified), as ALBERT's
-  # (common/optimizers.py: LayerNorm and biases outside decay and trust ratio); base:
+  # (common/train/optimizers.py: LayerNorm and biases outside decay and trust ratio); base:
   # 1M steps of batch 2560 at 512 tokens (paper section 4.1, unverified). LAMB's lr is
   # a relative step per tensor, so the demo takes ALBERT's demo rate.
   config.optimizer.update(name='lamb', learning_rate=3e-2 if demo else 1e-4)

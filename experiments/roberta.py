@@ -13,7 +13,7 @@ steps (paper Table 8 / section 5). Any field can be overridden: `--config.train.
 
 import ml_collections
 
-from common import corpus
+from common.data import corpus
 from common.config_args import parse_size
 
 # name: (layers, hidden, heads, ffn, peak lr, warmup). lr/warmup: paper Table 9.
@@ -82,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=200 if demo else 10_000, eval_batches=8 if demo else 20,
       eval_batch_size=32 if demo else 256, checkpoint_every=200 if demo else 10_000,
       keep_checkpoints=3, data_threads=2,
-      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/flops.py).
+      peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/train/flops.py).
       init_from='')  # A model directory to start from (launch.convert --from=hf).
 
   # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).

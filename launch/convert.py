@@ -20,10 +20,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from common import hf_albert  # pylint: disable=unused-import  (registers albert)
-from common import hf_bert  # pylint: disable=unused-import  (registers bert, roberta, distilbert)
-from common import hf_checkpoint
-from common import model_dir
+from albert_jax import hf_albert  # pylint: disable=unused-import  (registers albert)
+from common.interop import hf_bert  # pylint: disable=unused-import  (registers bert, roberta, distilbert)
+from common.interop import hf_checkpoint
+from common.interop import model_dir
 from common.errors import UserError
 from electra_jax import hf_electra  # pylint: disable=unused-import  (registers electra)
 # One way to report bad input for every entry point: one `error:` line, exit 2.
@@ -43,7 +43,7 @@ _GENERATOR = flags.DEFINE_string('generator', None, 'ELECTRA import: the generat
 
 
 def import_hf(src: str, dst: str, *, generator: str | None = None) -> dict:
-  """Converts a local HF model directory into a model directory (common/model_dir.py).
+  """Converts a local HF model directory into a model directory (common/interop/model_dir.py).
 
   Args:
     src: config.json + model.safetensors or pytorch_model.bin (sharded or not) + the

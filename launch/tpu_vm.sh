@@ -11,7 +11,7 @@
 # Expects: gcloud authenticated for a project with TPU quota; a gs:// workdir that all
 # workers can write (orbax writes checkpoints there from every host). No
 # hyperparameters live here: they are in the experiment file and its --config.* flags.
-# On the workers JAX finds the pod's other hosts itself (common/distributed.py).
+# On the workers JAX finds the pod's other hosts itself (common/train/distributed.py).
 set -euo pipefail
 
 cmd=${1:?usage: tpu_vm.sh create|install|run|delete NAME ZONE ...}

@@ -62,8 +62,8 @@ def main(argv: list[str]) -> None:
     fail('--workdir is required')
   logging.set_verbosity(logging.WARNING)
   # Imported here so that --help and flag errors do not pay for importing JAX.
-  from common import distributed  # pylint: disable=g-import-not-at-top
-  from common import trainer  # pylint: disable=g-import-not-at-top
+  from common.train import distributed  # pylint: disable=g-import-not-at-top
+  from common.train import trainer  # pylint: disable=g-import-not-at-top
   try:
     distributed.initialize()
     summary = trainer.train(config, _WORKDIR.value, stop_after=_STOP_AFTER.value)

@@ -57,7 +57,7 @@ def parameter_count(config) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from common import objectives  # pylint: disable=g-import-not-at-top
+  from common.train import objectives  # pylint: disable=g-import-not-at-top
 
   objective = objectives.get_objective(config)
   length, predictions = 8, 2

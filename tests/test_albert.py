@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common import encoder
-from common import flops
-from common import masking
-from common import objectives
-from common import packing
-from common import pipeline
-from common import trainer
+from common.model import encoder
+from common.train import flops
+from common.data import masking
+from common.train import objectives
+from common.data import packing
+from common.data import pipeline
+from common.train import trainer
 from common.errors import UserError
 from tests.conftest import parameter_count
 from tests.conftest import tiny_config as tiny_experiment

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from common import trainer
+from common.train import trainer
 from common.errors import UserError
 from tests.conftest import REPO, tiny_config
 

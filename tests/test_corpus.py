@@ -1,4 +1,4 @@
-"""Tests for common/corpus.py: the default corpus, file/JSONL/TFDS readers, splits."""
+"""Tests for common/data/corpus.py: the default corpus, file/JSONL/TFDS readers, splits."""
 
 import gzip
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from common import corpus
+from common.data import corpus
 from common.errors import UserError
 
 tfds.disable_progress_bar()

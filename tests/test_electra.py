@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common import encoder
-from common import flops
-from common import objectives
-from common import trainer
+from common.model import encoder
+from common.train import flops
+from common.train import objectives
+from common.train import trainer
 from common.errors import UserError
 from electra_jax import export
 from electra_jax import model as model_lib

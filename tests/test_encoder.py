@@ -1,4 +1,4 @@
-"""Invariants of the shared encoder and heads (common/encoder.py, common/heads.py).
+"""Invariants of the shared encoder and heads (common/model/encoder.py, common/model/heads.py).
 
 Tiny configs on CPU, except the parameter counts, which trace paper-size models with
 jax.eval_shape (no allocation) and compare with Hugging Face's module formulas.
@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from common import encoder
-from common import heads
+from common.model import encoder
+from common.model import heads
 from common.errors import UserError
 
 VOCAB = 64

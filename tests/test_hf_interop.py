@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from common import encoder as encoder_lib
-from common import hf_checkpoint
-from common import metrics as metrics_lib
-from common import mlm_model
-from common import model_dir
-from common import objectives
-from common import pipeline
-from common import trainer
+from common.model import encoder as encoder_lib
+from common.interop import hf_checkpoint
+from common.train import metrics as metrics_lib
+from common.model import mlm_model
+from common.interop import model_dir
+from common.train import objectives
+from common.data import pipeline
+from common.train import trainer
 from common.errors import UserError
 from electra_jax import model as electra_model
 from launch import convert

@@ -1,4 +1,4 @@
-"""Tests for common/hf_tokenizer.py: imported HF tokenizers give transformers' ids.
+"""Tests for common/interop/hf_tokenizer.py: imported HF tokenizers give transformers' ids.
 
 Every tokenizer is built locally (tokenizers and sentencepiece trainers on the default
 corpus); nothing is downloaded. Tests that compare with transformers skip without the
@@ -15,12 +15,12 @@ import pytest
 import sentencepiece as spm
 import tokenizers
 
-from common import corpus
-from common import hf_tokenizer as hft
-from common import packing
-from common import pipeline
-from common import tokenizer as tok
-from common import word_units
+from common.data import corpus
+from common.interop import hf_tokenizer as hft
+from common.data import packing
+from common.data import pipeline
+from common.data import tokenizer as tok
+from common.data import word_units
 from common.errors import UserError
 from tests import conftest
 

@@ -1,4 +1,4 @@
-"""Invariants of every masking strategy over many rows (common/mask_strategies.py).
+"""Invariants of every masking strategy over many rows (common/data/mask_strategies.py).
 
 Budget, units never split, span lengths, MacBERT never [MASK], ERNIE units whole,
 specials and padding never masked, determinism; word units for sentencepiece and
@@ -9,12 +9,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from common import mask_strategies
-from common import masking
-from common import phrases
-from common import similar_words
-from common import span_boundary
-from common import word_units
+from common.data import mask_strategies
+from common.data import masking
+from common.data import phrases
+from common.data import similar_words
+from common.data import span_boundary
+from common.data import word_units
 from common.errors import UserError
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4

@@ -1,9 +1,9 @@
-"""Invariants of common/masking.py over many rows: budget, split, the rest."""
+"""Invariants of common/data/masking.py over many rows: budget, split, the rest."""
 
 import numpy as np
 import pytest
 
-from common import masking
+from common.data import masking
 from common.errors import UserError
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from common import pipeline
+from common.data import pipeline
 from common.errors import UserError
 from tests.conftest import parameter_count
 from tests.conftest import tiny_config

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from common import run_log
+from common.train import run_log
 from tests.conftest import REPO
 
 # A tiny BERT without dropout, so the two runs differ only in which host loads which

@@ -1,4 +1,4 @@
-"""LAMB (common/optimizers.py): which leaves take the trust ratio and weight decay."""
+"""LAMB (common/train/optimizers.py): which leaves take the trust ratio and weight decay."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from common import optimizers
+from common.train import optimizers
 from common.errors import UserError
 
 LR, WD = 0.01, 0.01

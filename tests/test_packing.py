@@ -1,4 +1,4 @@
-"""Invariants of common/packing.py: nothing lost or crossed, honest labels.
+"""Invariants of common/data/packing.py: nothing lost or crossed, honest labels.
 
 The test corpus numbers its tokens consecutively from FIRST_ID across the whole
 corpus, so a token id alone says which document, sentence and position it came
@@ -8,7 +8,7 @@ from, and "B follows A" is a comparison of ids.
 import numpy as np
 import pytest
 
-from common import packing
+from common.data import packing
 from common.errors import UserError
 
 SPECIALS = packing.SpecialIds(pad=0, cls=2, sep=3, mask=4)

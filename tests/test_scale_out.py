@@ -7,11 +7,11 @@ import sys
 import jax
 import numpy as np
 
-from common import flops
-from common import objectives
-from common import optimizers
-from common import sharding
-from common import train_step
+from common.train import flops
+from common.train import objectives
+from common.train import optimizers
+from common.train import sharding
+from common.train import train_step
 from tests.conftest import REPO
 from tests.test_train_step import no_dropout_config, random_batch
 
@@ -19,7 +19,11 @@ LAYOUTS_SCRIPT = r"""
 import tempfile
 import jax, numpy as np
 from jax.sharding import PartitionSpec as P
-from common import checkpoint, objectives, optimizers, sharding, train_step
+from common.train import checkpoint
+from common.train import objectives
+from common.train import optimizers
+from common.train import sharding
+from common.train import train_step
 from tests.test_train_step import no_dropout_config, random_batch
 
 assert jax.device_count() == 8
@@ -44,7 +48,7 @@ def train(mesh_shape, devices=None, save_to=None):
 
 reference, ref_state, _, _ = train({'data': 1}, jax.devices()[:1])
 # The query kernel is [layers 2, embed 64, heads 8, head_dim 8]; 'embed' goes to the
-# fsdp axis and 'heads' to the tensor axis (common/sharding.py).
+# fsdp axis and 'heads' to the tensor axis (common/train/sharding.py).
 expected_query_shard = {'data': (2, 64, 8, 8), 'fsdp': (2, 8, 8, 8),
                         'tensor': (2, 64, 1, 8), 'fsdp+tensor': (2, 16, 4, 8)}
 layouts = {'data': {'data': 8}, 'fsdp': {'fsdp': 8}, 'tensor': {'tensor': 8},

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import heads
-from common import objectives
-from common import span_boundary
-from common import trainer
+from common.model import heads
+from common.train import objectives
+from common.data import span_boundary
+from common.train import trainer
 from tests.conftest import tiny_config
 
 

@@ -1,4 +1,4 @@
-"""Tests for common/tokenizer.py: fixed specials, word starts, determinism, files."""
+"""Tests for common/data/tokenizer.py: fixed specials, word starts, determinism, files."""
 
 import io
 import os
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from common import corpus
-from common import tokenizer as tok
+from common.data import corpus
+from common.data import tokenizer as tok
 from common.errors import UserError
 
 VOCAB = 800

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from common import run_log
-from common import trainer
+from common.train import run_log
+from common.train import trainer
 from tests.conftest import tiny_config
 
 
@@ -27,7 +27,7 @@ def test_tiny_bert_learns_on_heldout_data(bert_run):
   assert last['mlm_accuracy'] > max(0.04, 10 * first['eval_mlm_accuracy'])
   assert last['mlm_loss'] < first['eval_mlm_loss'] - 1.0
   assert 0.0 <= last['nsp_accuracy'] <= 1.0
-  # The word-order probe runs with every evaluation (common/word_order_probe.py).
+  # The word-order probe runs with every evaluation (common/data/word_order_probe.py).
   assert 0.0 <= last['shuffled_context_mlm_accuracy'] <= 1.0
   assert 'eval_shuffled_context_mlm_accuracy' in first
 

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common import encoder
-from common import objectives
-from common import optimizers
-from common import sharding
-from common import train_step
+from common.model import encoder
+from common.train import objectives
+from common.train import optimizers
+from common.train import sharding
+from common.train import train_step
 from tests.conftest import tiny_config
 
 

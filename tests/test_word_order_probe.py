@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from common import packing
-from common import word_order_probe
+from common.data import packing
+from common.data import word_order_probe
 
 SPECIALS = packing.SpecialIds(pad=0, cls=2, sep=3, mask=4)
 B, L, P = 64, 40, 6

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import optax
 
-from common import metrics as metrics_lib
-from common import sharding
+from common.train import metrics as metrics_lib
+from common.train import sharding
 from common.errors import UserError
-from common.objectives import Objective
+from common.train.objectives import Objective
 
 
 class TrainState(struct.PyTreeNode):

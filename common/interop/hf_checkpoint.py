@@ -2,8 +2,8 @@
 
 A local HF model directory (config.json, model.safetensors or pytorch_model.bin, maybe
 sharded with an index, and tokenizer files) becomes a model directory
-(common/model_dir.py) and back. Each family registers a `Converter` for its HF
-`model_type` (common/hf_bert.py: bert, roberta, distilbert; electra_jax/hf_electra.py;
+(common/interop/model_dir.py) and back. Each family registers a `Converter` for its HF
+`model_type` (common/interop/hf_bert.py: bert, roberta, distilbert; electra_jax/hf_electra.py;
 ALBERT's module), which maps names: `Entry(hf name, our param path, head group)`.
 How a tensor changes between the two is decided by our parameter alone:
 - '.../kernel': torch Linear weights are [out, in], ours [in..., out...] with the
@@ -32,16 +32,16 @@ import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
-from common import hf_tokenizer
-from common import model_dir
-from common import tokenizer as tokenizer_lib
+from common.interop import hf_tokenizer
+from common.interop import model_dir
+from common.data import tokenizer as tokenizer_lib
 from common.errors import UserError
 
 SAFETENSORS, SAFETENSORS_INDEX = 'model.safetensors', 'model.safetensors.index.json'
 TORCH_BIN, TORCH_BIN_INDEX = 'pytorch_model.bin', 'pytorch_model.bin.index.json'
 # Buffers some checkpoints carry (older transformers saved them): not parameters.
 _BUFFER_SUFFIXES = ('.position_ids', 'embeddings.token_type_ids')
-# Activation names HF configs use that we compute identically (common/encoder.py).
+# Activation names HF configs use that we compute identically (common/model/encoder.py).
 HF_ACTIVATIONS = ('gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu')
 
 

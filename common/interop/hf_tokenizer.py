@@ -1,7 +1,7 @@
 """Hugging Face tokenizers as run tokenizers: import, the workdir file, export.
 
 `load_hf_tokenizer(model_dir)` turns the tokenizer files of a local HF model directory
-into an `HFTokenizer`, which has the interface of `common.tokenizer.Tokenizer` (the
+into an `HFTokenizer`, which has the interface of `common.data.tokenizer.Tokenizer` (the
 pipeline, packing and every masking strategy take either) but the model's OWN special
 ids: BERT's vocab.txt has [PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103, RoBERTa's
 <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=50264 (<s> and </s> play [CLS] and [SEP]), ALBERT's
@@ -102,7 +102,7 @@ _MODEL_INPUTS = {'distilbert': ['input_ids', 'attention_mask']}
 
 
 class HFTokenizer:
-  """A `tokenizers.Tokenizer` with the interface of `common.tokenizer.Tokenizer`.
+  """A `tokenizers.Tokenizer` with the interface of `common.data.tokenizer.Tokenizer`.
 
   Attributes:
     vocab_size: number of ids, V (added tokens included).

@@ -5,7 +5,7 @@ token ids without special tokens. An example is a dict of UNPADDED 1-D int32
 arrays, `input_ids` (specials included) and `segment_ids` of the same length,
 plus an int32 scalar label for the two-segment objectives. `pad_example` turns
 one into fixed-size arrays for batching. Masking is a separate step
-(`common/masking.py`).
+(`common/data/masking.py`).
 
 Three ways to cut a corpus into examples, each following its reference:
 - `pack_full_sentences`: RoBERTa FULL-SENTENCES, fairseq `TokenBlockDataset`

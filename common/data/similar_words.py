@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from common import atomic_files
-from common import word_units
+from common.data import word_units
 from common.errors import UserError
 
 

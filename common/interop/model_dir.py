@@ -30,7 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from common import encoder as encoder_lib
+from common.model import encoder as encoder_lib
 from common.errors import UserError
 
 PARAMS, MODEL_CONFIG, SOURCE = 'params', 'model_config.json', 'source.json'

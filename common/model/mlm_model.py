@@ -11,15 +11,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from common import encoder as encoder_lib
-from common import heads
+from common.model import encoder as encoder_lib
+from common.model import heads
 
 
 class MaskedLMModel(nn.Module):
   """Encoder with an MLM head and an optional pooled sentence-pair head.
 
   Attributes:
-    config: the model ConfigDict (see common/encoder.py for its fields).
+    config: the model ConfigDict (see common/model/encoder.py for its fields).
     sentence_classes: 0 for no sentence head (RoBERTa), 2 for NSP or SOP (BERT, ALBERT).
   """
   config: Any

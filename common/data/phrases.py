@@ -33,8 +33,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from common import atomic_files
-from common import similar_words
-from common import word_units
+from common.data import similar_words
+from common.data import word_units
 from common.errors import UserError
 
 

@@ -6,7 +6,7 @@ evaluation loop know nothing else about it. The experiment file picks one by nam
 (`config.objective.name`); recipes with their own model (ELECTRA's generator and
 discriminator) register theirs the same way.
 
-Metrics are (sum, count) pairs (common/metrics.py).
+Metrics are (sum, count) pairs (common/train/metrics.py).
 """
 
 from collections.abc import Callable
@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from common import metrics as metrics_lib
-from common import mlm_model
-from common import span_boundary
-from common import span_boundary_model
+from common.train import metrics as metrics_lib
+from common.model import mlm_model
+from common.data import span_boundary
+from common.model import span_boundary_model
 from common.errors import UserError
 
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, bool],

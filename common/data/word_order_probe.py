@@ -13,7 +13,7 @@ word order so far; below it: order is in use.
 
 import numpy as np
 
-from common import packing
+from common.data import packing
 
 
 def shuffle_context(batch: dict[str, np.ndarray], specials: packing.SpecialIds,

@@ -10,7 +10,7 @@ Layers are stacked with `nn.scan` (compile time does not grow with depth), optio
 under `nn.remat` with a named policy; `scan_layers=False` unrolls the same math into
 `layer_0 .. layer_{L-1}`. Every parameter carries logical axis names (t5x style) so the
 sharding module maps them onto a mesh with one rules table; `LOGICAL_AXIS_NAMES` lists
-every name used here and in `common/heads.py`.
+every name used here and in `common/model/heads.py`.
 
 Cross-layer parameter sharing (ALBERT, Lan et al. 2020 section 3.1) is a switch any
 encoder can turn on: `layer_sharing` 'all' applies ONE layer module L times (nn.scan
@@ -41,7 +41,7 @@ from common.errors import UserError
 Array = jax.Array
 
 # Every logical axis name used by parameters and activation constraints of the encoder
-# and of common/heads.py ('layers' is added by nn.scan). The sharding rules must cover all.
+# and of common/model/heads.py ('layers' is added by nn.scan). The sharding rules must cover all.
 LOGICAL_AXIS_NAMES = (
     'batch',             # activations: batch
     'length',            # activations: sequence

@@ -8,7 +8,7 @@ workdir: metrics.jsonl, tensorboard/, checkpoints/, tokenizer.model (or an impor
 hf_tokenizer.json), config.json, summary.json and loss_curve.png. Started again on the
 same workdir it resumes from the latest checkpoint, with the same data order and rng.
 Start order: the workdir's latest checkpoint, else `train.init_from` (a model directory,
-common/model_dir.py: an HF import or an exported discriminator), else a fresh
+common/interop/model_dir.py: an HF import or an exported discriminator), else a fresh
 initialisation.
 """
 
@@ -23,16 +23,16 @@ import numpy as np
 from tqdm import tqdm
 
 from common import atomic_files
-from common import checkpoint as checkpoint_lib
-from common import flops as flops_lib
-from common import metrics as metrics_lib
-from common import model_dir
-from common import objectives
-from common import optimizers
-from common import pipeline
-from common import run_log
-from common import sharding
-from common import train_step as train_step_lib
+from common.train import checkpoint as checkpoint_lib
+from common.train import flops as flops_lib
+from common.train import metrics as metrics_lib
+from common.interop import model_dir
+from common.train import objectives
+from common.train import optimizers
+from common.data import pipeline
+from common.train import run_log
+from common.train import sharding
+from common.train import train_step as train_step_lib
 from common.errors import UserError
 
 
@@ -86,7 +86,7 @@ def _held_out_metrics(eval_step, params, data: pipeline.PretrainingData, mesh,
   """The objective's held-out metrics, plus the word-order probe for MLM objectives.
 
   `shuffled_context_mlm_accuracy` is the MLM accuracy on the same batches with the
-  context shuffled (common/word_order_probe.py): while it equals `mlm_accuracy` the
+  context shuffled (common/data/word_order_probe.py): while it equals `mlm_accuracy` the
   model reads its context as a bag of words, and order-dependent tasks (SOP, ELECTRA's
   detection of plausible replacements) cannot be learned yet.
   """

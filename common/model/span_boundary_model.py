@@ -2,14 +2,14 @@
 
 Joshi et al. 2020, "SpanBERT: Improving Pre-training by Representing and Predicting
 Spans" (arXiv:1907.10529), section 3.2. The SBO head reads the encoder outputs at
-each masked span's outside boundaries (fields from common/span_boundary.py) and
+each masked span's outside boundaries (fields from common/data/span_boundary.py) and
 predicts every token of the span through the same tied token table as the MLM head.
 """
 
 import jax
 
-from common import heads
-from common import mlm_model
+from common.model import heads
+from common.model import mlm_model
 
 
 class SpanBoundaryModel(mlm_model.MaskedLMModel):

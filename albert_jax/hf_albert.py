@@ -1,6 +1,6 @@
 """HF ALBERT <-> our `MaskedLMModel` with cross-layer sharing; registers model_type 'albert'.
 
-ALBERT is our encoder with `layer_sharing='all'` (common/encoder.py): HF's
+ALBERT is our encoder with `layer_sharing='all'` (common/model/encoder.py): HF's
 `albert_layer_groups.{g}.albert_layers.0` is our 'layer_group_{g}', and HF applies
 group int(i / (L / G)) at layer i as ours applies i * G // L. The E -> H projection
 `embedding_hidden_mapping_in` is our 'embedding_projection'; the MLM head maps H -> E
@@ -25,11 +25,11 @@ import dataclasses
 
 import numpy as np
 
-from common import encoder as encoder_lib
-from common import hf_bert
-from common import hf_checkpoint as hf
-from common import mlm_model
-from common import model_dir
+from common.model import encoder as encoder_lib
+from common.interop import hf_bert
+from common.interop import hf_checkpoint as hf
+from common.model import mlm_model
+from common.interop import model_dir
 from common.errors import UserError
 
 PREFIX = 'albert.'

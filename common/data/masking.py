@@ -11,9 +11,9 @@ step and keep the others:
 3. `replace_tokens`: each selected position becomes [MASK], a random token or
    stays (80/10/10 in BERT, 85/0/15 in ELECTRA); MacBERT's similar-word
    replacement is another step 3.
-Whole-word units come from `common/word_units.py`; `select_ngrams` (ALBERT,
+Whole-word units come from `common/data/word_units.py`; `select_ngrams` (ALBERT,
 MacBERT) and `select_spans` (SpanBERT) return the selected groups of units so that
-`replace_groups` can decide 80/10/10 once per span; `common/mask_strategies.py`
+`replace_groups` can decide 80/10/10 once per span; `common/data/mask_strategies.py`
 puts the steps together per `masking.strategy`.
 `mask_tokens` runs the three on one row and returns the targets padded to
 `max_predictions`, the layout of google-research/bert's `masked_lm_positions /

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from common import encoder as encoder_lib
+from common.model import encoder as encoder_lib
 
 Array = jax.Array
 

@@ -11,10 +11,10 @@ Masking follows the experiment's `masking.dynamic` switch:
 - static (BERT, create_pretraining_data.py): `dupe_factor` copies of the data are built,
   each with its own segmentation and its own fixed mask, and the stream cycles over them.
 
-`masking.strategy` picks the masking (common/mask_strategies.py); strategies that need
+`masking.strategy` picks the masking (common/data/mask_strategies.py); strategies that need
 corpus-built tables (MacBERT's similar words, ERNIE's phrases) get them from
 `masking_vocab`, built from the tokenized training corpus and saved in the workdir.
-Every masked example also carries the span-boundary fields (common/span_boundary.py)
+Every masked example also carries the span-boundary fields (common/data/span_boundary.py)
 that SpanBERT's objective reads.
 """
 
@@ -25,17 +25,17 @@ from typing import Any
 import grain
 import numpy as np
 
-from common import corpus
-from common import mask_strategies
-from common import masking
-from common import packing
-from common import phrases
-from common import similar_words
-from common import span_boundary
-from common import tokenizer as tokenizer_lib
-from common import word_order_probe
+from common.data import corpus
+from common.data import mask_strategies
+from common.data import masking
+from common.data import packing
+from common.data import phrases
+from common.data import similar_words
+from common.data import span_boundary
+from common.data import tokenizer as tokenizer_lib
+from common.data import word_order_probe
 from common.errors import UserError
-from common.tokenizer import Tokenizer
+from common.data.tokenizer import Tokenizer
 
 PACKINGS = ('full_sentences', 'doc_sentences', 'sentence_segments', 'segment_pairs')
 PAIR_LABEL_KEYS = {'nsp': 'next_sentence_label', 'sop': 'sentence_order_label'}
@@ -62,7 +62,7 @@ def tokenize_corpus(docs: Sequence[Sequence[str]],
 
 def build_examples(token_docs: list[list[np.ndarray]], data_config,
                    specials: packing.SpecialIds, rng: np.random.Generator) -> list[dict]:
-  """Unpadded examples by the config's packing mode (see common/packing.py)."""
+  """Unpadded examples by the config's packing mode (see common/data/packing.py)."""
   mode = data_config.packing
   if mode == 'full_sentences':
     return packing.pack_full_sentences(token_docs, data_config.max_seq_length, specials)
@@ -218,7 +218,7 @@ def eval_batches(token_docs, config, tokenizer: Tokenizer, *, process_index: int
 
   Returns:
     (batches, order_probe_batches): the second are the same batches with their context
-    shuffled (common/word_order_probe.py), seeded per global batch, so every host
+    shuffled (common/data/word_order_probe.py), seeded per global batch, so every host
     count sees the same probe.
   """
   specials = special_ids(tokenizer)
@@ -253,7 +253,7 @@ class PretrainingData:
   """What the trainer reads: the tokenizer, this host's batch stream, held-out batches.
 
   `order_probe_batches` are the held-out batches with their context shuffled
-  (common/word_order_probe.py), for `shuffled_context_mlm_accuracy`.
+  (common/data/word_order_probe.py), for `shuffled_context_mlm_accuracy`.
   """
   tokenizer: Tokenizer
   train: grain.MapDataset

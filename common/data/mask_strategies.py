@@ -1,6 +1,6 @@
 """Masking strategies: one row of token ids -> the MLM fields, per `masking.strategy`.
 
-Every strategy is the three steps of `common/masking.py` with other units, another
+Every strategy is the three steps of `common/data/masking.py` with other units, another
 selection or another replacement, and returns the same fields (`input_ids`,
 `masked_positions`, `masked_ids`, `masked_weights`), so any strategy works with
 any MLM-style objective:
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from common import masking
-from common import phrases
-from common import similar_words
-from common import word_units
+from common.data import masking
+from common.data import phrases
+from common.data import similar_words
+from common.data import word_units
 from common.errors import UserError
 
 STRATEGIES = ('token', 'whole_word', 'ngram', 'span', 'macbert', 'ernie')

@@ -1,4 +1,4 @@
-"""HF BERT, RoBERTa and DistilBERT <-> our `MaskedLMModel` (common/mlm_model.py).
+"""HF BERT, RoBERTa and DistilBERT <-> our `MaskedLMModel` (common/model/mlm_model.py).
 
 The three are our one encoder with switches: RoBERTa is BERT with positions starting
 at pad_token_id + 1 (`position_offset` 2) and its own head names; DistilBERT has no
@@ -21,10 +21,10 @@ params is written too (the MLM architectures ignore it, a later BertModel load u
 
 import dataclasses
 
-from common import encoder as encoder_lib
-from common import hf_checkpoint as hf
-from common import mlm_model
-from common import model_dir
+from common.model import encoder as encoder_lib
+from common.interop import hf_checkpoint as hf
+from common.model import mlm_model
+from common.interop import model_dir
 from common.errors import UserError
 
 # Our config.model field -> (HF config key, HF default) of BERT-like configs.

@@ -3,7 +3,7 @@
 Our tokenizers put the five specials at fixed ids (`[PAD]`=0, `[UNK]`=1, `[CLS]`=2,
 `[SEP]`=3, `[MASK]`=4), but nothing else relies on that: packing and masking read the
 ids from the tokenizer instance (`pipeline.special_ids`, `pipeline.masking_vocab`),
-because a tokenizer imported from Hugging Face (common/hf_tokenizer.py, same
+because a tokenizer imported from Hugging Face (common/interop/hf_tokenizer.py, same
 interface) keeps its model's own ids. `[CLS]`, `[SEP]` and `[MASK]` are sentencepiece
 *control* symbols: user text containing the literal string "[MASK]" is encoded as
 ordinary characters, never as the mask id (user-defined symbols would match it).
@@ -27,7 +27,7 @@ import numpy as np
 import sentencepiece as spm
 
 from common import atomic_files
-from common import hf_tokenizer
+from common.interop import hf_tokenizer
 from common.errors import UserError
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
