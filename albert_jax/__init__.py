@@ -18,6 +18,10 @@ shared code (common/ may not import a family package) and this package holds no 
 - LAMB, LayerNorm and biases excluded from decay and trust ratio:
   `optimizer.name='lamb'` (common/train/optimizers.py `lamb`).
 - FLOPs count every applied layer (sharing saves parameters, not compute):
-  common/train/flops.py.
+  common/train/flops.py `encoder_flops_per_token`, in the objective's `flops_per_token`.
 - Sizes and the paper's recipe: experiments/albert.py.
+
+What only ALBERT has is its HF converter, `albert_jax.hf_albert.ALBERT`, which
+`common.interop.hf_checkpoint.CONVERTERS` names for model_type 'albert' and imports
+when such a checkpoint is converted.
 """

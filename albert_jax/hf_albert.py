@@ -1,4 +1,6 @@
-"""HF ALBERT <-> our `MaskedLMModel` with cross-layer sharing; registers model_type 'albert'.
+"""HF ALBERT <-> our `MaskedLMModel` with cross-layer sharing: the converter of model_type
+'albert', which `common.interop.hf_checkpoint.CONVERTERS` names as
+'albert_jax.hf_albert:ALBERT'.
 
 ALBERT is our encoder with `layer_sharing='all'` (common/model/encoder.py): HF's
 `albert_layer_groups.{g}.albert_layers.0` is our 'layer_group_{g}', and HF applies
@@ -13,12 +15,13 @@ onto the tied table; the SOP classifier reads the pooled [CLS] ('pooler',
 | AlbertForMaskedLM    | mlm       | encoder, mlm_head                               |
 | AlbertModel          | mlm       | encoder (+ pooler); mlm_head left to fresh init |
 
-Export writes AlbertForPreTraining for 'mlm_sop' and AlbertForMaskedLM for an 'mlm'
-model with sharing; an unshared model (layer_sharing 'none') is ALBERT with one group
-per layer. HF cannot represent attention-only or FFN-only sharing, nor
-inner_group_num > 1 (several layers inside a group): both are refused. When E = H our
-encoder has no projection; HF always has one, written as the identity (and read back
-only if it is the identity).
+Export writes the architecture the objective names (common/train/objectives.py
+`HFExport`): AlbertForPreTraining for 'mlm_sop'; AlbertForMaskedLM for an MLM model
+that no architecture before it represents (one with sharing). An unshared model
+(layer_sharing 'none') is ALBERT with one group per layer. HF cannot represent
+attention-only or FFN-only sharing, nor inner_group_num > 1 (several layers inside a
+group): both are refused. When E = H our encoder has no projection; HF always has one,
+written as the identity (and read back only if it is the identity).
 """
 
 import dataclasses
@@ -53,8 +56,6 @@ _HEADS = (hf.linear(f'{PREFIX}pooler', 'pooler/dense', 'pooler') +
           hf.linear('sop_classifier.classifier', 'sentence_head/dense', 'sop'))
 _TIED = {'predictions.decoder.weight': f'{PREFIX}embeddings.word_embeddings.weight',
          'predictions.decoder.bias': 'predictions.bias'}
-_ARCHITECTURES = {'mlm_sop': 'AlbertForPreTraining', 'mlm': 'AlbertForMaskedLM',
-                  'mlm_sbo': 'AlbertForMaskedLM'}
 
 
 def _hf_groups(num_layers: int, num_groups: int) -> list[int]:
@@ -118,6 +119,9 @@ class AlbertConverter(hf.Converter):
   """AlbertForPreTraining / AlbertForMaskedLM <-> MaskedLMModel with sharing."""
   model_type: str = 'albert'
   recipe: str = 'albert'
+  # HF architecture -> the head groups it holds.
+  architectures = {'AlbertForPreTraining': ('mlm', 'pooler', 'sop'),
+                   'AlbertForMaskedLM': ('mlm',)}
 
   def import_model(self, src, hf_config, weights):
     model_config = _model_config(hf_config, src)
@@ -133,19 +137,17 @@ class AlbertConverter(hf.Converter):
     objective = 'mlm_sop' if heads.get('sop') else 'mlm'
     return hf.Imported(model_config, model_dir.unflatten(flat), objective, heads)
 
-  def exports(self, objective, model_config):
+  def represents(self, model_config):
     spec = encoder_lib.EncoderSpec.from_config(model_config)
-    if spec.position_offset or not spec.type_vocab_size or objective not in _ARCHITECTURES:
-      return False
-    return objective == 'mlm_sop' or spec.layer_sharing != 'none'
+    return not spec.position_offset and spec.type_vocab_size > 0
 
-  def export_model(self, model_config, objective, params):
+  def export_model(self, model_config, architecture, params):
     spec = encoder_lib.EncoderSpec.from_config(model_config)
     if spec.layer_sharing not in ('all', 'none'):
       raise UserError(f"model.layer_sharing {spec.layer_sharing!r} cannot be exported: "
                       "HF ALBERT shares whole layers ('all') or nothing")
     groups = spec.num_hidden_groups if spec.layer_sharing == 'all' else spec.num_layers
-    heads = {'mlm'} | ({'pooler', 'sop'} if objective == 'mlm_sop' else set())
+    heads = set(self.architectures[architecture])
     if any(name.startswith('pooler/') for name in params):
       heads.add('pooler')
     entries = [e for e in _entries(spec) if e.group == 'encoder' or e.group in heads]
@@ -154,10 +156,10 @@ class AlbertConverter(hf.Converter):
       constants = {f'{PROJECTION}.weight': np.eye(spec.hidden_size, dtype=np.float32),
                    f'{PROJECTION}.bias': np.zeros(spec.hidden_size, np.float32)}
     config = hf_bert.hf_config_from_ours(
-        spec, ALBERT_KEYS, architectures=[_ARCHITECTURES[objective]], model_type='albert',
+        spec, ALBERT_KEYS, architectures=[architecture], model_type='albert',
         embedding_size=spec.embedding_size, num_hidden_groups=groups, inner_group_num=1,
         classifier_dropout_prob=0.0)
     return [hf.HFModel(config, entries, constants=constants)]
 
 
-ALBERT = hf.register(AlbertConverter())
+ALBERT = AlbertConverter()

@@ -1,4 +1,6 @@
-"""HF ELECTRA <-> our `ElectraModel` (electra_jax/model.py); registers model_type 'electra'.
+"""HF ELECTRA <-> our `ElectraModel` (electra_jax/model.py): the converter of model_type
+'electra', which `common.interop.hf_checkpoint.CONVERTERS` names as
+'electra_jax.hf_electra:ELECTRA'.
 
 HF keeps the two networks in two directories: the discriminator
 (ElectraForPreTraining: 'electra.*' + 'discriminator_predictions.*') and the generator
@@ -12,8 +14,9 @@ Ours is one `ElectraModel` whose networks share ONE embedding layer, so:
   'generator_head'), objective 'electra'.
   A generator directory alone is an MLM model with factorized embeddings: it imports
   as a `MaskedLMModel` (objective 'mlm'), and such a model exports back as
-  ElectraForMaskedLM.
-- export: ElectraForPreTraining at the destination and, when the params have a
+  ElectraForMaskedLM (the MLM objective's choice for a factorized encoder).
+- export: for objective 'electra' (ElectraForPreTraining, electra_jax/objective.py
+  `HF_EXPORT`) the discriminator at the destination and, when the params have a
   generator, ElectraForMaskedLM in `<dst>/generator`, both holding the shared tables.
 
 HF's generator head always applies gelu (ours applies model.hidden_act), so a generator
@@ -107,6 +110,8 @@ class ElectraConverter(hf.Converter):
   a factorized MaskedLMModel."""
   model_type: str = 'electra'
   recipe: str = 'electra'
+  # The discriminator (+ generator) of an ElectraModel; a MaskedLMModel.
+  architectures = ('ElectraForPreTraining', 'ElectraForMaskedLM')
   options = ('generator',)
 
   def import_model(self, src, hf_config, weights, generator=None):
@@ -169,24 +174,20 @@ class ElectraConverter(hf.Converter):
                        {'mlm': present.get('mlm', False)}, recipe='bert',
                        overrides={'objective.name': 'mlm'})
 
-  def exports(self, objective, model_config):
+  def represents(self, model_config):
     spec = encoder_lib.EncoderSpec.from_config(model_config)
-    if spec.layer_sharing != 'none':
-      return False
-    if objective == 'electra':
-      return True
-    return (objective in ('mlm', 'mlm_sbo') and spec.factorized and
-            spec.position_offset == 0 and spec.type_vocab_size > 0)
+    return (spec.layer_sharing == 'none' and spec.position_offset == 0 and
+            spec.type_vocab_size > 0)
 
-  def export_model(self, model_config, objective, params):
+  def export_model(self, model_config, architecture, params):
     spec = encoder_lib.EncoderSpec.from_config(model_config)
 
-    def config(spec, architecture):
+    def config(spec, name):
       return hf_bert.hf_config_from_ours(
-          spec, hf_bert.BERT_KEYS, architectures=[architecture],
+          spec, hf_bert.BERT_KEYS, architectures=[name],
           model_type='electra', embedding_size=spec.embedding_size)
 
-    if objective != 'electra':  # A factorized MaskedLMModel.
+    if architecture == 'ElectraForMaskedLM':  # A MaskedLMModel.
       _check_gelu(spec.hidden_act, 'model')
       entries = _network_entries(model_config, 'encoder/embeddings', 'encoder',
                                  spec.factorized) + _generator_head('mlm_head', 'mlm')
@@ -205,4 +206,4 @@ class ElectraConverter(hf.Converter):
     return models
 
 
-ELECTRA = hf.register(ElectraConverter())
+ELECTRA = ElectraConverter()

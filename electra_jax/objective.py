@@ -16,14 +16,13 @@ One loss function for the shared train step (common/train/train_step.py):
   5. the discriminator reads the corrupted ids; sigmoid cross-entropy over every non-pad
      token; loss = 1.0 x MLM + 50.0 x RTD (reference `gen_weight`, `disc_weight`).
 
-Registration: importing this module adds the objective 'electra' to
-`common.train.objectives` (`common` never imports `electra_jax`). `electra_jax/__init__.py`
-imports it, and experiments/electra.py imports `electra_jax`, so loading the experiment
-file (as `launch.train --config=experiments/electra.py:...` does) registers it.
+The objective 'electra' is found by name: `common.train.objectives.OBJECTIVES` maps it to
+`electra_jax.objective:electra`, imported when an experiment names it (`common` never
+imports `electra_jax` statically), and `HF_EXPORTS` to this module's `HF_EXPORT`.
 
-Model FLOPs (common/train/flops.py, for MFU) count both networks, as STYLE.md asks and the
-reference's flops_computation.py does: generator encoder + its MLM head at the masked
-positions, discriminator encoder + its per-token head.
+Model FLOPs (`Objective.flops_per_token`, for MFU) count both networks, as STYLE.md asks
+and the reference's flops_computation.py does: generator encoder + its MLM head at the
+masked positions, discriminator encoder + its per-token head.
 """
 
 import dataclasses
@@ -183,7 +182,8 @@ def electra(config) -> objectives.Objective:
                                                          batch['masked_weights']),
     }
 
-  return objectives.Objective('electra', model, loss_fn, objectives.MLM_KEYS)
+  return objectives.Objective('electra', model, loss_fn, objectives.MLM_KEYS,
+                              electra_flops_per_token(config))
 
 
 def electra_flops_per_token(config) -> float:
@@ -199,5 +199,6 @@ def electra_flops_per_token(config) -> float:
           + flops_lib.encoder_flops_per_token(config.model, seq_len) + rtd_head)
 
 
-objectives.register('electra', electra)
-flops_lib.register('electra', electra_flops_per_token)
+# The discriminator is ElectraForPreTraining; electra_jax/hf_electra.py writes the
+# generator beside it as ElectraForMaskedLM.
+HF_EXPORT = objectives.HFExport({'electra': 'ElectraForPreTraining'})

@@ -18,14 +18,16 @@ Sizes: `:demo`, `:base` (110M), `:large` (340M). Words here are sentencepiece wo
 
 import ml_collections
 
+from common.config_args import parse_size
 from experiments import bert
 
 SIZES = bert.SIZES
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = bert.get_config(arg)
-  config.name = config.name.replace('bert-', 'bert-wwm-', 1)
+  size = parse_size(arg, SIZES, default='base')
+  config = bert.get_config(size)
+  config.name = f'bert-wwm-{size}'
   # Masking: whole words, shuffled and taken while they fit the token budget
   # (create_masked_lm_predictions with do_whole_word_mask).
   config.masking.strategy = 'whole_word'

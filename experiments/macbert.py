@@ -15,40 +15,40 @@ Sizes: `:base` (L12 H768, 102M in the paper with its 21128-piece Chinese vocab) 
 
 import ml_collections
 
+from common.config_args import parse_size
+from experiments import base
 from experiments import bert
 
-SIZES = bert.SIZES
+# BERT's sizes (experiments/bert.py). The demo (base.DEMO) takes ALBERT's demo rate for
+# LAMB (see the optimizer below).
+SIZES = {'demo': base.demo(optimizer=dict(learning_rate=3e-2)), 'base': {}, 'large': {}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = bert.get_config(arg)
-  size = config.name.split('-', 1)[1]
-  demo = size == 'demo'
+  size = parse_size(arg, SIZES, default='base')
+  config = bert.get_config(size)
   config.name = f'macbert-{size}'
-  config.model.vocab_size = 4000 if demo else 21128  # Chinese BERT's vocab.
+  config.model.vocab_size = 21128  # Chinese BERT's vocab.
 
   # Objective: MLM + sentence-order prediction (section 3.3, as ALBERT).
-  config.objective = dict(name='mlm_sop')
+  config.objective.name = 'mlm_sop'
 
   # Masking: whole-word n-grams, n = 1..4 at 40/30/20/10%, 15% of the input (we count
   # tokens, so max_predictions holds); each selected word becomes a similar word 80%,
   # a random word 10%, stays 10%, never [MASK] (mask_token_prob 0). A word without a
   # same-length neighbour gets a random word. Masks are redrawn every epoch (ours).
-  config.masking = dict(
-      strategy='macbert', mask_prob=0.15, mask_token_prob=0.0, random_token_prob=0.1,
-      similar_word_prob=0.8, ngram_probs='macbert', ngram_max=4,
-      similar_words_path='', similar_words_max=3000,
-      max_predictions_per_seq=10 if demo else 80, budget='bert', dynamic=True,
+  config.masking.update(
+      strategy='macbert', mask_token_prob=0.0, similar_word_prob=0.8,
+      ngram_probs='macbert', ngram_max=4, max_predictions_per_seq=80, dynamic=True,
       dupe_factor=1)
 
   # Data: segment pairs, swapped half the time (SOP); 512 tokens.
-  config.data.update(max_seq_length=64 if demo else 512, pair_task='sop')
+  config.data.update(max_seq_length=512, pair_task='sop')
 
   # Optimizer: LAMB (section 4.1; lr 1e-4 for base, unverified), as ALBERT's
   # (common/train/optimizers.py: LayerNorm and biases outside decay and trust ratio); base:
   # 1M steps of batch 2560 at 512 tokens (paper section 4.1, unverified). LAMB's lr is
   # a relative step per tensor, so the demo takes ALBERT's demo rate.
-  config.optimizer.update(name='lamb', learning_rate=3e-2 if demo else 1e-4)
-  config.train.update(steps=800 if demo else 1_000_000,
-                      batch_size=32 if demo else 2560)
-  return config
+  config.optimizer.update(name='lamb', learning_rate=1e-4)
+  config.train.update(steps=1_000_000, batch_size=2560)
+  return base.apply(config, SIZES[size])

@@ -7,7 +7,9 @@ r"""Converts checkpoints between Hugging Face (PyTorch) and ours.
   # A training workdir (latest or --step checkpoint) or a model directory -> HF:
   python -m launch.convert --from=ours --to=hf --src=/tmp/bert_demo --dst=/tmp/bert_hf
 
-HF model types: bert, roberta, distilbert, electra, albert. An import prints the `launch.train` command that continues pretraining from it.
+HF model types: bert, roberta, distilbert, electra, albert (each converter is imported when
+its type is converted: common/interop/hf_checkpoint.py `CONVERTERS`). An import prints
+the `launch.train` command that continues pretraining from it.
 Bad input ends with one `error: ...` line and exit status 2; the destination is then
 not created (a conversion is written whole or not at all).
 
@@ -20,12 +22,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from albert_jax import hf_albert  # pylint: disable=unused-import  (registers albert)
-from common.interop import hf_bert  # pylint: disable=unused-import  (registers bert, roberta, distilbert)
+from common.errors import UserError
 from common.interop import hf_checkpoint
 from common.interop import model_dir
-from common.errors import UserError
-from electra_jax import hf_electra  # pylint: disable=unused-import  (registers electra)
 # One way to report bad input for every entry point: one `error:` line, exit 2.
 from launch.train import fail
 from launch.train import parse_flags

@@ -63,10 +63,10 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   # Imported here so that --help and flag errors do not pay for importing JAX.
   from common.train import distributed  # pylint: disable=g-import-not-at-top
-  from common.train import trainer  # pylint: disable=g-import-not-at-top
+  from common.train import pretraining  # pylint: disable=g-import-not-at-top
   try:
     distributed.initialize()
-    summary = trainer.train(config, _WORKDIR.value, stop_after=_STOP_AFTER.value)
+    summary = pretraining.pretrain(config, _WORKDIR.value, stop_after=_STOP_AFTER.value)
   except UserError as e:
     fail(str(e))
   if summary.get('eval'):

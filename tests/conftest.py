@@ -30,6 +30,13 @@ def tiny_config(recipe: str = 'bert'):
   return config
 
 
+def wordpiece_word_starts(pieces):
+  """bool[V] word-start table of a WordPiece vocabulary, as BERT's
+  create_pretraining_data.py reads one: every piece not starting with '##'."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return np.array([not p.startswith('##') for p in pieces], dtype=bool)
+
+
 def import_hf():
   """(torch, transformers) for the interop tests, or skip without the 'hf' extra.
 

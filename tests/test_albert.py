@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 
 from common.model import encoder
-from common.train import flops
 from common.data import masking
 from common.train import objectives
 from common.data import packing
 from common.data import pipeline
-from common.train import trainer
+from common.train import pretraining
 from common.errors import UserError
 from tests.conftest import parameter_count
 from tests.conftest import tiny_config as tiny_experiment
@@ -175,7 +174,8 @@ def test_sharing_and_factorization_are_config_switches_for_any_recipe():
 
 def test_flops_count_every_applied_layer():
   shared, unshared = albert_config('base'), albert_config('base', layer_sharing='none')
-  assert flops.flops_per_token(shared) == flops.flops_per_token(unshared)
+  assert (objectives.get_objective(shared).flops_per_token ==
+          objectives.get_objective(unshared).flops_per_token)
   assert parameter_count(shared) < parameter_count(unshared) / 5
 
 
@@ -299,7 +299,7 @@ def test_tiny_albert_learns_mlm_and_sentence_order(tmp_path):
   config.masking.update(dynamic=True, dupe_factor=1)
   config.train.update(steps=400, eval_every=400, eval_batches=4)
   config.optimizer.update(learning_rate=3e-2, warmup_steps=10)
-  summary = trainer.train(config, str(tmp_path / 'run'))
+  summary = pretraining.pretrain(config, str(tmp_path / 'run'))
   first, last = summary['first_eval'], summary['eval']
   assert last['mlm_accuracy'] > max(0.1, 10 * first['eval_mlm_accuracy'])
   assert last['sop_accuracy'] > 0.8, last

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from common.train import trainer
+from common.train import pretraining
 from common.errors import UserError
 from tests.conftest import REPO, tiny_config
 
@@ -61,19 +61,19 @@ def test_vocab_mismatch_on_resume_keeps_the_workdir(tmp_path):
   workdir = str(tmp_path / 'wd')
   config = tiny_config('roberta')
   config.train.update(steps=20, checkpoint_every=10)
-  trainer.train(config, workdir, stop_after=10)
+  pretraining.pretrain(config, workdir, stop_after=10)
   before = snapshot(workdir)
 
   bigger = tiny_config('roberta')
   bigger.train.update(steps=20, checkpoint_every=10)
   bigger.model.vocab_size = 700
   with pytest.raises(UserError, match='vocab size 600'):
-    trainer.train(bigger, workdir)
+    pretraining.pretrain(bigger, workdir)
   assert snapshot(workdir) == before
 
   # Even with the tokenizer file gone, the checkpoint's shapes are checked by name.
   os.remove(os.path.join(workdir, 'tokenizer.model'))
   before = snapshot(workdir)
   with pytest.raises(UserError, match='token_embed'):
-    trainer.train(bigger, workdir)
+    pretraining.pretrain(bigger, workdir)
   assert {k: v for k, v in snapshot(workdir).items() if k != 'tokenizer.model'} == before

@@ -376,7 +376,7 @@ def test_every_parameter_has_known_logical_axes():
 
 
 def test_init_under_a_mesh_with_logical_rules():
-  """Boxed params unbox under a mesh + rules naming every axis (as the trainer does)."""
+  """Boxed params unbox under a mesh + rules naming every axis (as the training loop does)."""
   mesh = jax.make_mesh((1, 1, 1), ('data', 'fsdp', 'tensor'),
                        axis_types=(jax.sharding.AxisType.Auto,) * 3)
   to_mesh = {'batch': 'data', 'embed': 'fsdp', 'factorized_embed': 'fsdp',

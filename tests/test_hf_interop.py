@@ -30,7 +30,7 @@ from common.model import mlm_model
 from common.interop import model_dir
 from common.train import objectives
 from common.data import pipeline
-from common.train import trainer
+from common.train import pretraining
 from common.errors import UserError
 from electra_jax import model as electra_model
 from launch import convert
@@ -445,6 +445,60 @@ def test_export_refuses_what_hf_cannot_represent(tmp_path):
   _no_leftovers(str(tmp_path), 'hf')
 
 
+def test_every_converter_and_hf_architecture_in_the_tables_resolves():
+  for model_type in hf_checkpoint.CONVERTERS:
+    assert hf_checkpoint.converter_for(model_type, 'src').model_type == model_type
+  assert set(objectives.HF_EXPORTS) <= set(objectives.OBJECTIVES)
+  for name in objectives.HF_EXPORTS:
+    for model_type, architecture in objectives.hf_export(name).architectures.items():
+      assert architecture in hf_checkpoint.converter_for(model_type, name).architectures
+
+
+@pytest.mark.parametrize('objective, model, architecture', [
+    ('mlm_nsp', {}, 'BertForPreTraining'),
+    ('mlm', {}, 'BertForMaskedLM'),
+    ('mlm_sbo', {}, 'BertForMaskedLM'),
+    ('mlm', {'position_offset': 2, 'type_vocab_size': 1}, 'RobertaForMaskedLM'),
+    ('mlm', {'type_vocab_size': 0}, 'DistilBertForMaskedLM'),
+    ('mlm', {'embedding_size': 16}, 'ElectraForMaskedLM'),
+    ('mlm', {'layer_sharing': 'all'}, 'AlbertForMaskedLM'),
+    ('mlm_sop', {}, 'AlbertForPreTraining'),
+    ('mlm_sop', {'embedding_size': 16, 'layer_sharing': 'all'}, 'AlbertForPreTraining'),
+    ('electra', {'embedding_size': 16}, 'ElectraForPreTraining'),
+])
+def test_the_objective_names_the_architecture_and_the_config_picks_one(
+    objective, model, architecture):
+  converter, chosen = hf_checkpoint.converter_for_export(objective, dict(OURS, **model))
+  assert chosen == architecture and architecture in converter.architectures
+
+
+@pytest.mark.parametrize('objective, model', [
+    ('mlm_nsp', {'position_offset': 2}),
+    ('mlm_sop', {'type_vocab_size': 0}),
+    ('mlm', {'embedding_size': 16, 'position_offset': 2}),
+    ('electra', {'layer_sharing': 'all'}),
+    ('nope', {}),
+])
+def test_no_architecture_for_the_objective_and_config_is_named(objective, model):
+  with pytest.raises(UserError, match=f'no HF architecture represents objective '
+                     f"'{objective}' with model position_offset="):
+    hf_checkpoint.converter_for_export(objective, dict(OURS, **model))
+
+
+def test_export_leaves_out_the_span_boundary_head_with_a_note(tmp_path):
+  params = random_params(OURS, 'mlm', seed=3)
+  params['sbo_head'] = {'dense_0': {'kernel': np.ones((96, 32), np.float32)}}
+  with model_dir.atomic_directory(str(tmp_path / 'spanbert')) as tmp:
+    model_dir.write_contents(tmp, params, OURS, {'objective': 'mlm_sbo'})
+  result = convert.export_hf(str(tmp_path / 'spanbert'), str(tmp_path / 'hf'))
+  assert result['architectures'] == {'.': 'BertForMaskedLM'}
+  assert result['notes'][0] == (
+      'the span-boundary head (sbo_head) is not part of any HF architecture: exported '
+      'the encoder and MLM head only')
+  written = safetensors.numpy.load_file(str(tmp_path / 'hf' / 'model.safetensors'))
+  assert not [name for name in written if 'sbo' in name]
+
+
 def test_reading_safetensors_needs_no_torch_and_the_command_line(bert_dir, tmp_path):
   # sitecustomize runs before launch.convert: any `import torch` then fails.
   site = tmp_path / 'site'
@@ -467,6 +521,15 @@ def test_reading_safetensors_needs_no_torch_and_the_command_line(bert_dir, tmp_p
   assert done.stderr.strip().splitlines() == [
       f'error: {tmp_path / "ours"} already exists and is not empty; choose a new '
       'directory']
+
+  # Exporting needs no torch either; each run is a fresh interpreter, so the converter
+  # and the objective's architectures are found from their tables alone.
+  done = subprocess.run([sys.executable, '-m', 'launch.convert', '--from=ours',
+                         f'--src={tmp_path / "ours"}', f'--dst={tmp_path / "hf"}'],
+                        env=env, cwd=conftest.REPO, capture_output=True, text=True,
+                        check=False)
+  assert done.returncode == 0, done.stderr
+  assert f'wrote {tmp_path / "hf"}: BertForPreTraining' in done.stdout
 
 
 def test_tokenizer_travels_with_the_weights(hf, bert_dir, tmp_path):
@@ -501,7 +564,7 @@ def test_init_from_continues_pretraining_from_an_import(hf, tmp_path, capsys):
   convert.import_hf(str(tmp_path / 'hf'), imported)
   config.train.init_from = imported
   workdir = str(tmp_path / 'run')
-  summary = trainer.train(config, workdir)
+  summary = pretraining.pretrain(config, workdir)
   assert f'initialised from {imported}; fresh: none' in capsys.readouterr().out
 
   # The step-0 held-out evaluation is the imported model's own.

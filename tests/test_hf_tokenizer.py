@@ -189,7 +189,7 @@ def test_word_starts(model_dirs):
   pieces = [bert.id_to_piece(i) for i in range(bert.vocab_size)]
   np.testing.assert_array_equal(
       bert.is_word_start | np.isin(np.arange(bert.vocab_size), bert.special_ids),
-      word_units.wordpiece_word_starts(pieces) | np.isin(
+      conftest.wordpiece_word_starts(pieces) | np.isin(
           np.arange(bert.vocab_size), bert.special_ids))
   assert any(p.startswith('##') for p in pieces)
   text = 'supercalifragilistic unknownishword quick'

@@ -16,6 +16,7 @@ from common.data import similar_words
 from common.data import span_boundary
 from common.data import word_units
 from common.errors import UserError
+from tests import conftest
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = np.asarray([PAD, UNK, CLS, SEP, MASK], np.int32)
@@ -95,7 +96,7 @@ def test_word_units_sentencepiece_and_wordpiece():
   units = word_units.word_units(ids, SPECIAL, table)
   assert [u.tolist() for u in units] == [[1, 2], [3, 4], [6], [7]]
   # WordPiece: '##' pieces continue the previous word.
-  wp = word_units.wordpiece_word_starts(
+  wp = conftest.wordpiece_word_starts(
       ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'un', '##aff', '##able', 'x'])
   ids = np.array([CLS, 5, 6, 7, 8, 5, SEP])
   units = word_units.word_units(ids, SPECIAL, wp)

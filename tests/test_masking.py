@@ -38,7 +38,9 @@ def _mask(ids=ROWS, seed=0, **kw):
   args = dict(mask_id=MASK, pad_id=PAD, special_ids=SPECIAL,
               random_token_ids=RANDOM_IDS, max_predictions=P)
   args.update(kw)
-  return masking.mask_batch(ids, np.random.default_rng(seed), **args)
+  rng = np.random.default_rng(seed)  # One rng, consumed row by row.
+  rows = [masking.mask_tokens(row, rng, **args) for row in np.asarray(ids)]
+  return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 
 def _check_consistent(ids, out, p=P):
@@ -154,16 +156,6 @@ def test_few_candidates():
   assert out['masked_positions'][1, 0] == 1
 
 
-def test_mask_tokens_matches_mask_batch_row():
-  rng = np.random.default_rng(3)
-  single = masking.mask_tokens(
-      ROWS[0], rng, mask_id=MASK, pad_id=PAD, special_ids=SPECIAL,
-      random_token_ids=RANDOM_IDS, max_predictions=P)
-  batch = _mask(ROWS[:1], seed=3)
-  for key, value in single.items():
-    np.testing.assert_array_equal(value, batch[key][0])
-
-
 def test_determinism():
   a, b, c = _mask(seed=7), _mask(seed=7), _mask(seed=8)
   for key in a:
@@ -203,8 +195,10 @@ def test_bad_arguments_are_user_errors():
     _mask(ROWS[:2], random_token_ids=np.arange(0, 100))
   with pytest.raises(UserError, match='non-empty'):
     _mask(ROWS[:2], random_token_ids=np.zeros(0, np.int32))
-  with pytest.raises(UserError, match='2-D'):
-    _mask(ROWS[0])
+  with pytest.raises(UserError, match='1-D'):  # mask_tokens masks one row.
+    masking.mask_tokens(ROWS[:2], np.random.default_rng(0), mask_id=MASK, pad_id=PAD,
+                        special_ids=SPECIAL, random_token_ids=RANDOM_IDS,
+                        max_predictions=P)
   with pytest.raises(UserError, match='max_predictions'):
     _mask(ROWS[:2], max_predictions=0)
   with pytest.raises(UserError, match='mask_prob'):

@@ -6,13 +6,16 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
+from common.errors import UserError
 from common.train import flops
 from common.train import objectives
 from common.train import optimizers
 from common.train import sharding
 from common.train import train_step
 from tests.conftest import REPO
+from tests.conftest import tiny_config
 from tests.test_train_step import no_dropout_config, random_batch
 
 LAYOUTS_SCRIPT = r"""
@@ -112,9 +115,26 @@ def test_flops_formula_matches_xla_cost_analysis():
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla_per_token = cost['flops'] / (8 * 32)
-  ours = flops.flops_per_token(config)
+  ours = objective.flops_per_token
   # XLA also counts LayerNorm, softmax, GeLU and the optimizer: a few percent more.
   assert 1.0 <= xla_per_token / ours < 1.08, (xla_per_token, ours)
+
+
+@pytest.mark.parametrize('name', sorted(objectives.OBJECTIVES))
+def test_every_objective_in_the_table_builds_and_counts_its_flops(name):
+  config = tiny_config('bert')
+  config.objective.name = name
+  objective = objectives.get_objective(config)
+  assert objective.name == name
+  assert objective.flops_per_token > 0
+
+
+def test_an_unknown_objective_names_the_known_ones():
+  config = tiny_config('bert')
+  config.objective.name = 'nope'
+  with pytest.raises(UserError, match=r"unknown objective 'nope'; known objectives: "
+                     r"\['electra', 'mlm', 'mlm_nsp', 'mlm_sbo', 'mlm_sop'\]"):
+    objectives.get_objective(config)
 
 
 def test_mfu_uses_configured_or_known_peak():

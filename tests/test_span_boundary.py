@@ -7,7 +7,7 @@ import numpy as np
 from common.model import heads
 from common.train import objectives
 from common.data import span_boundary
-from common.train import trainer
+from common.train import pretraining
 from tests.conftest import tiny_config
 
 
@@ -36,7 +36,7 @@ def test_mlm_sbo_objective_reads_the_span_fields():
 def test_tiny_spanbert_learns(tmp_path):
   config = tiny_config('spanbert')
   config.train.update(steps=80, eval_every=40)
-  summary = trainer.train(config, str(tmp_path))
+  summary = pretraining.pretrain(config, str(tmp_path))
   first, last = summary['first_eval'], summary['eval']
   assert last['sbo_loss'] < first['eval_sbo_loss'] - 1.0
   assert last['mlm_loss'] < first['eval_mlm_loss'] - 1.0

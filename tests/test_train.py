@@ -6,7 +6,7 @@ import os
 import pytest
 
 from common.train import run_log
-from common.train import trainer
+from common.train import pretraining
 from tests.conftest import tiny_config
 
 
@@ -15,7 +15,7 @@ def bert_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('bert'))
   config = tiny_config('bert')
   config.train.steps = 120
-  return workdir, trainer.train(config, workdir)
+  return workdir, pretraining.pretrain(config, workdir)
 
 
 def test_tiny_bert_learns_on_heldout_data(bert_run):
@@ -53,10 +53,10 @@ def test_run_leaves_its_files(bert_run):
 def test_resume_after_stop_matches_uninterrupted_run(tmp_path):
   config = tiny_config('roberta')
   config.train.update(steps=40, log_every=5, eval_every=20, checkpoint_every=10)
-  straight = trainer.train(config, str(tmp_path / 'straight'))
+  straight = pretraining.pretrain(config, str(tmp_path / 'straight'))
   resumed_dir = str(tmp_path / 'resumed')
-  trainer.train(config, resumed_dir, stop_after=25)  # stops at 25, checkpointed.
-  resumed = trainer.train(config, resumed_dir)
+  pretraining.pretrain(config, resumed_dir, stop_after=25)  # stops at 25, checkpointed.
+  resumed = pretraining.pretrain(config, resumed_dir)
   assert resumed['step'] == straight['step'] == 40
   lines = lambda d: run_log.read_metrics(os.path.join(d, 'metrics.jsonl'))
   a, b = lines(str(tmp_path / 'straight')), lines(resumed_dir)

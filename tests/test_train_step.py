@@ -78,8 +78,8 @@ def test_gradient_accumulation_matches_one_big_batch():
   variables = objective.model.init(jax.random.PRNGKey(0), batch)
   params = jax.tree.map(jnp.asarray, nn.unbox(variables['params']))
   rng = jax.random.PRNGKey(1)
-  _, _, grads = train_step.accumulated_gradients(objective, params, batch, rng, 1)
-  _, _, accum_grads = train_step.accumulated_gradients(objective, params, batch, rng, 4)
+  _, _, grads = train_step.accumulated_gradients(objective.loss_fn, params, batch, rng, 1)
+  _, _, accum_grads = train_step.accumulated_gradients(objective.loss_fn, params, batch, rng, 4)
   for a, b in zip(jax.tree.leaves(accum_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 

@@ -38,7 +38,6 @@ from common.errors import UserError
 from common.data.tokenizer import Tokenizer
 
 PACKINGS = ('full_sentences', 'doc_sentences', 'sentence_segments', 'segment_pairs')
-PAIR_LABEL_KEYS = {'nsp': 'next_sentence_label', 'sop': 'sentence_order_label'}
 
 
 def special_ids(tokenizer: Tokenizer) -> packing.SpecialIds:
@@ -250,7 +249,8 @@ def read_options(num_threads: int) -> grain.ReadOptions:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainingData:
-  """What the trainer reads: the tokenizer, this host's batch stream, held-out batches.
+  """What pretraining reads (common/train/pretraining.py): the tokenizer, this host's
+  batch stream, held-out batches.
 
   `order_probe_batches` are the held-out batches with their context shuffled
   (common/data/word_order_probe.py), for `shuffled_context_mlm_accuracy`.

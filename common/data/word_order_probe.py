@@ -5,7 +5,7 @@ from their order; using order comes later, often as a sudden drop in the loss (C
 et al. 2024, "Sudden Drops in the Loss: Syntax Acquisition, Phase Transitions, and
 Simplicity Bias in MLMs", ICLR, arXiv:2309.07311). The tasks that need order wait for
 it: a discriminator cannot flag plausible replacements (ELECTRA), and sentence-order
-prediction (ALBERT) stays near its label prior. The trainer therefore also reports
+prediction (ALBERT) stays near its label prior. Pretraining therefore also reports
 `shuffled_context_mlm_accuracy`: held-out MLM accuracy on the same batches with every
 unselected token shuffled within its segment. Equal to `mlm_accuracy`: the model ignores
 word order so far; below it: order is in use.

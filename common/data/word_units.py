@@ -4,8 +4,9 @@ BERT-wwm, n-gram (ALBERT, MacBERT), SpanBERT and ERNIE all mask whole words: eve
 piece of a word or none. A word is a word-start piece followed by its continuation
 pieces. The only vocabulary-specific part is the bool[V] table of word-start pieces:
 - sentencepiece: a piece starting with '▁' (`Tokenizer.is_word_start`);
-- WordPiece: a piece NOT starting with '##' (`wordpiece_word_starts`), as BERT's
-  create_pretraining_data.py groups "##" pieces with the previous word.
+- WordPiece: a piece NOT starting with '##' (an imported HF tokenizer's table,
+  common/interop/hf_tokenizer.py), as BERT's create_pretraining_data.py groups "##"
+  pieces with the previous word.
 Special and padding ids are never part of a word, and a continuation piece right
 after a special (a truncated word) starts a unit of its own.
 
@@ -18,15 +19,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-
-WORDPIECE_CONTINUATION = '##'
-
-
-def wordpiece_word_starts(pieces: Sequence[str]) -> np.ndarray:
-  """bool[V] word-start table of a WordPiece vocabulary: not a '##' piece."""
-  return np.array([not p.startswith(WORDPIECE_CONTINUATION) for p in pieces],
-                  dtype=bool)
-
 
 def word_start_flags(input_ids_L: np.ndarray, special_ids: Sequence[int] | np.ndarray,
                      is_word_start_V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

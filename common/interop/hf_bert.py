@@ -13,10 +13,12 @@ class covers them, configured per family:
 | RobertaForMaskedLM     | mlm       | encoder, mlm_head (+ pooler when the file has it) |
 | DistilBertForMaskedLM  | mlm       | encoder, mlm_head                                 |
 
-Exports go the other way: objective mlm_nsp -> BertForPreTraining; mlm (and SpanBERT's
-mlm_sbo without its SBO head) -> RobertaForMaskedLM when position_offset > 0,
-DistilBertForMaskedLM without token types, BertForMaskedLM otherwise. A pooler in our
-params is written too (the MLM architectures ignore it, a later BertModel load uses it).
+Exports go the other way, as the architecture the objective names
+(common/train/objectives.py `HFExport`): BertForPreTraining for mlm_nsp; for an MLM model
+RobertaForMaskedLM when position_offset > 0, DistilBertForMaskedLM without token types,
+BertForMaskedLM otherwise (no family here represents a factorized or shared encoder). A
+pooler in our params is written too (the MLM architectures ignore it, a later BertModel
+load uses it).
 """
 
 import dataclasses
@@ -146,7 +148,7 @@ class MaskedLMConverter(hf.Converter):
     heads: head entries ('mlm', 'pooler', 'nsp' groups).
     tied: HF name -> the tensor it must equal (tied output layers).
     pooler: whether the family has BERT's pooler.
-    architectures: objective -> HF architecture written by an export.
+    architectures: HF architecture written by an export -> the head groups it holds.
   """
   model_type: str
   recipe: str
@@ -193,10 +195,9 @@ class MaskedLMConverter(hf.Converter):
     objective = 'mlm_nsp' if heads.get('nsp') else 'mlm'
     return hf.Imported(model_config, model_dir.unflatten(flat), objective, heads)
 
-  def exports(self, objective, model_config):
+  def represents(self, model_config):
     spec = encoder_lib.EncoderSpec.from_config(model_config)
-    if (objective not in self.architectures or spec.factorized or
-        spec.layer_sharing != 'none'):
+    if spec.factorized or spec.layer_sharing != 'none':
       return False
     if self.model_type == 'roberta':
       return spec.position_offset > 0
@@ -204,7 +205,7 @@ class MaskedLMConverter(hf.Converter):
       return spec.position_offset == 0 and spec.type_vocab_size == 0
     return spec.position_offset == 0 and spec.type_vocab_size > 0
 
-  def export_model(self, model_config, objective, params):
+  def export_model(self, model_config, architecture, params):
     spec = encoder_lib.EncoderSpec.from_config(model_config)
     extra = {}
     if self.model_type == 'roberta':
@@ -217,19 +218,16 @@ class MaskedLMConverter(hf.Converter):
         raise UserError(f'model.layer_norm_eps {spec.layer_norm_eps} cannot be exported '
                         f'as DistilBERT (fixed at {DISTILBERT_LAYER_NORM_EPS})')
       extra['sinusoidal_pos_embds'] = False
-    groups = {'encoder', 'mlm'}
-    if objective == 'mlm_nsp' or any(name.startswith('pooler/') for name in params):
+    groups = {'encoder', *self.architectures[architecture]}
+    if any(name.startswith('pooler/') for name in params):
       groups.add('pooler')
-    if objective == 'mlm_nsp':
-      groups.add('nsp')
     entries = [e for e in self.entries(model_config) if e.group in groups]
-    config = hf_config_from_ours(
-        model_config, self.keys, architectures=[self.architectures[objective]],
-        model_type=self.model_type, **extra)
+    config = hf_config_from_ours(model_config, self.keys, architectures=[architecture],
+                                 model_type=self.model_type, **extra)
     return [hf.HFModel(config, entries)]
 
 
-BERT = hf.register(MaskedLMConverter(
+BERT = MaskedLMConverter(
     model_type='bert', recipe='bert', prefix='bert.', keys=BERT_KEYS,
     layers=bert_layer_entries,
     heads=tuple(hf.linear('bert.pooler.dense', 'pooler/dense', 'pooler') +
@@ -239,23 +237,23 @@ BERT = hf.register(MaskedLMConverter(
                 hf.linear('cls.seq_relationship', 'sentence_head/dense', 'nsp')),
     tied={'cls.predictions.decoder.weight': 'bert.embeddings.word_embeddings.weight',
           'cls.predictions.decoder.bias': 'cls.predictions.bias'}, pooler=True,
-    architectures={'mlm_nsp': 'BertForPreTraining', 'mlm': 'BertForMaskedLM',
-                   'mlm_sbo': 'BertForMaskedLM'}))
+    architectures={'BertForPreTraining': ('mlm', 'pooler', 'nsp'),
+                   'BertForMaskedLM': ('mlm',)})
 
-ROBERTA = hf.register(MaskedLMConverter(
+ROBERTA = MaskedLMConverter(
     model_type='roberta', recipe='roberta', prefix='roberta.', keys=BERT_KEYS,
     layers=bert_layer_entries,
     heads=tuple(hf.linear('roberta.pooler.dense', 'pooler/dense', 'pooler') +
                 mlm_head_entries('lm_head.dense', 'lm_head.layer_norm', 'lm_head.bias')),
     tied={'lm_head.decoder.weight': 'roberta.embeddings.word_embeddings.weight',
           'lm_head.decoder.bias': 'lm_head.bias'}, pooler=True,
-    architectures={'mlm': 'RobertaForMaskedLM', 'mlm_sbo': 'RobertaForMaskedLM'}))
+    architectures={'RobertaForMaskedLM': ('mlm',)})
 
-DISTILBERT = hf.register(MaskedLMConverter(
+DISTILBERT = MaskedLMConverter(
     model_type='distilbert', recipe='roberta', prefix='distilbert.', keys=DISTILBERT_KEYS,
     layers=distilbert_layer_entries,
     heads=tuple(mlm_head_entries('vocab_transform', 'vocab_layer_norm',
                                  'vocab_projector.bias')),
     tied={'vocab_projector.weight': 'distilbert.embeddings.word_embeddings.weight'},
     pooler=False,
-    architectures={'mlm': 'DistilBertForMaskedLM', 'mlm_sbo': 'DistilBertForMaskedLM'}))
+    architectures={'DistilBertForMaskedLM': ('mlm',)})

@@ -1,10 +1,14 @@
-"""Hugging Face checkpoints <-> our parameters: reading, writing, the converter registry.
+"""Hugging Face checkpoints <-> our parameters: reading, writing, the converter table.
 
 A local HF model directory (config.json, model.safetensors or pytorch_model.bin, maybe
 sharded with an index, and tokenizer files) becomes a model directory
-(common/interop/model_dir.py) and back. Each family registers a `Converter` for its HF
-`model_type` (common/interop/hf_bert.py: bert, roberta, distilbert; electra_jax/hf_electra.py;
-ALBERT's module), which maps names: `Entry(hf name, our param path, head group)`.
+(common/interop/model_dir.py) and back. `CONVERTERS` says where the `Converter` of each
+HF `model_type` lives (common/interop/hf_bert.py: bert, roberta, distilbert;
+albert_jax/hf_albert.py; electra_jax/hf_electra.py), imported when that type is
+converted; a converter maps names: `Entry(hf name, our param path, head group)`.
+An export writes the model as one of the HF architectures its objective names
+(`HFExport` in common/train/objectives.py, electra_jax/objective.py): the first whose
+converter represents the model config.
 How a tensor changes between the two is decided by our parameter alone:
 - '.../kernel': torch Linear weights are [out, in], ours [in..., out...] with the
   attention kernels split by heads ([H, heads, head_dim] for query/key/value,
@@ -22,7 +26,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Iterable
+from typing import Collection, Iterable
 
 import flax.linen as nn
 import jax
@@ -32,10 +36,12 @@ import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
-from common.interop import hf_tokenizer
-from common.interop import model_dir
+from common import registry
 from common.data import tokenizer as tokenizer_lib
 from common.errors import UserError
+from common.interop import hf_tokenizer
+from common.interop import model_dir
+from common.train import objectives
 
 SAFETENSORS, SAFETENSORS_INDEX = 'model.safetensors', 'model.safetensors.index.json'
 TORCH_BIN, TORCH_BIN_INDEX = 'pytorch_model.bin', 'pytorch_model.bin.index.json'
@@ -117,51 +123,58 @@ class Converter:
   Attributes:
     model_type: the HF `model_type` it reads and writes.
     recipe: experiments/<recipe>.py, the recipe that continues pretraining an import.
+    architectures: the HF architectures `export_model` writes.
   """
   model_type: str
   recipe: str
+  architectures: Collection[str]
   options = ()  # Keyword options of import_model ('generator' for ELECTRA).
 
   def import_model(self, src: str, hf_config: dict,
                    weights: dict[str, np.ndarray]) -> Imported:
     raise NotImplementedError
 
-  def exports(self, objective: str, model_config: dict) -> bool:
-    """Whether this converter writes a model of this objective and config."""
+  def represents(self, model_config: dict) -> bool:
+    """Whether this family's architectures hold a model of this config."""
     raise NotImplementedError
 
-  def export_model(self, model_config: dict, objective: str,
+  def export_model(self, model_config: dict, architecture: str,
                    params: dict) -> list[HFModel]:
-    """HF models holding every one of `params` (flat, unrolled), refusing (UserError)
-    settings the architecture cannot represent."""
+    """HF models holding every one of `params` (flat, unrolled) as `architecture`,
+    refusing (UserError) settings the architecture cannot represent."""
     raise NotImplementedError
 
 
-_REGISTRY: dict[str, Converter] = {}
-
-
-def register(converter: Converter) -> Converter:
-  _REGISTRY[converter.model_type] = converter
-  return converter
+# HF model_type -> where its Converter lives, imported when used (common/registry.py).
+CONVERTERS: dict[str, str] = {
+    'albert': 'albert_jax.hf_albert:ALBERT',
+    'bert': 'common.interop.hf_bert:BERT',
+    'distilbert': 'common.interop.hf_bert:DISTILBERT',
+    'electra': 'electra_jax.hf_electra:ELECTRA',
+    'roberta': 'common.interop.hf_bert:ROBERTA',
+}
 
 
 def converter_for(model_type: str, src: str) -> Converter:
-  if model_type not in _REGISTRY:
+  if model_type not in CONVERTERS:
     raise UserError(f'{src}: model_type {model_type!r} cannot be converted; known types: '
-                    f'{", ".join(sorted(_REGISTRY))}')
-  return _REGISTRY[model_type]
+                    f'{", ".join(sorted(CONVERTERS))}')
+  return registry.resolve(CONVERTERS[model_type])
 
 
-def converter_for_export(objective: str, model_config: dict) -> Converter:
-  """The one converter that writes this objective and model config."""
-  matches = [c for c in _REGISTRY.values() if c.exports(objective, model_config)]
-  if len(matches) != 1:
-    settings = ', '.join(f'{key}={model_config.get(key, default)!r}' for key, default in (
-        ('position_offset', 0), ('type_vocab_size', 2), ('embedding_size', 0),
-        ('layer_sharing', 'none')))
-    raise UserError(f'no HF architecture represents objective {objective!r} with model '
-                    f'{settings}')
-  return matches[0]
+def converter_for_export(objective: str, model_config: dict) -> tuple[Converter, str]:
+  """The converter and HF architecture that write a model of this objective and config:
+  the first of the objective's architectures whose converter represents the config."""
+  export = objectives.hf_export(objective)
+  for model_type, architecture in (export.architectures.items() if export else ()):
+    converter = registry.resolve(CONVERTERS[model_type])
+    if converter.represents(model_config):
+      return converter, architecture
+  settings = ', '.join(f'{key}={model_config.get(key, default)!r}' for key, default in (
+      ('position_offset', 0), ('type_vocab_size', 2), ('embedding_size', 0),
+      ('layer_sharing', 'none')))
+  raise UserError(f'no HF architecture represents objective {objective!r} with model '
+                  f'{settings}')
 
 
 # Reading and writing HF directories.
@@ -511,14 +524,11 @@ def export_dir(src: str, dst: str, *, step: int | None = None) -> dict:
   if model_config.get('pre_layer_norm'):
     raise UserError('model.pre_layer_norm=True cannot be exported: every HF BERT-family '
                     'architecture is post-LayerNorm')
-  converter = converter_for_export(objective, model_config)
-  notes = []
-  if objective == 'mlm_sbo':
-    notes.append('the span-boundary head (sbo_head) is not part of any HF architecture: '
-                 'exported the encoder and MLM head only')
-    params = {k: v for k, v in params.items() if k != 'sbo_head'}
-  params = model_dir.flatten(params)
-  models = converter.export_model(model_config, objective, params)
+  converter, architecture = converter_for_export(objective, model_config)
+  dropped = objectives.hf_export(objective).dropped  # Groups no HF architecture has.
+  notes = list(dropped.values())
+  params = model_dir.flatten({k: v for k, v in params.items() if k not in dropped})
+  models = converter.export_model(model_config, architecture, params)
   left = set(params) - {e.ours for m in models for e in m.entries}
   if left:
     raise UserError('parameters that the HF architecture has no place for: '

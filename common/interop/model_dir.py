@@ -133,7 +133,7 @@ def model_fields(model_config: dict) -> dict:
   return {k: v for k, v in model_config.items() if not k.startswith('source_')}
 
 
-def _checkpoint_state_dir(workdir: str, step: int | None) -> tuple[str, int]:
+def checkpoint_state_dir(workdir: str, step: int | None) -> tuple[str, int]:
   root = os.path.join(workdir, 'checkpoints')
   steps = []
   if os.path.isdir(root):
@@ -152,7 +152,7 @@ def restore_params(workdir: str, step: int | None = None) -> tuple[Any, int]:
 
   Only the params are read (not the optimizer state), onto the first local device.
   """
-  path, step = _checkpoint_state_dir(workdir, step)
+  path, step = checkpoint_state_dir(workdir, step)
   # PyTreeRestore can restore a subtree (partial_restore); StandardRestore cannot.
   checkpointer = ocp.PyTreeCheckpointer()
   target = {'params': _abstract_on_device(checkpointer.metadata(path).item_metadata.tree[
@@ -252,8 +252,9 @@ def overlay(path: str, model_config: Any, params: Any,
             shardings: Any) -> tuple[Any, list[str], list[str]]:
   """Params of a fresh run with the model directory's values wherever it has them.
 
-  Used by the trainer's `train.init_from`. Every leaf the directory has must have the
-  run's shape; leaves it lacks keep their fresh initialisation.
+  Used by pretraining's `train.init_from` (common/train/pretraining.py). Every leaf
+  the directory has must have the run's shape; leaves it lacks keep their fresh
+  initialisation.
 
   Args:
     path: a model directory.

@@ -4,7 +4,9 @@ One orbax `CheckpointManager` under `<workdir>/checkpoints` saves asynchronously
 `train.checkpoint_every` steps and keeps the newest `train.keep_checkpoints`. Each step
 directory holds three items:
 - 'state': the `TrainState` (step, params, optimizer state), restored straight onto the
-  current mesh's shardings, which may differ from the mesh it was saved under;
+  current mesh's shardings, which may differ from the mesh it was saved under; its
+  frozen parameters are left out (common/train/frozen.py reloads them from their
+  recorded source);
 - 'data': the grain iterator's position (one file per process), so a resumed run reads
   exactly the batches an uninterrupted one would;
 - 'loop': JSON with the loop's rng key and bookkeeping.
@@ -47,7 +49,7 @@ class Checkpointer:
     if not force and step % self.save_every:
       return False
     return self.manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
+        state=ocp.args.StandardSave(_persisted(state)),
         data=grain.checkpoint.CheckpointSave(data_iterator),
         loop=ocp.args.JsonSave(loop)))
 
@@ -74,25 +76,30 @@ class Checkpointer:
     """Restores the state onto `abstract_state`'s shardings and the iterator in place.
 
     Args:
-      abstract_state: pytree of `jax.ShapeDtypeStruct` with `.sharding` set (the layout
-        to restore into; need not be the layout the checkpoint was saved under).
+      abstract_state: a `TrainState` of `jax.ShapeDtypeStruct`s with `.sharding` set (the
+        layout to restore into; need not be the layout the checkpoint was saved under).
       data_iterator: the grain iterator whose position is set from the checkpoint.
 
     Returns:
-      (state, loop dict).
+      (state without frozen parameters, loop dict).
     """
     self.check_compatible(step, abstract_state)
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
+        state=ocp.args.StandardRestore(_persisted(abstract_state)),
         data=grain.checkpoint.CheckpointRestore(data_iterator),
         loop=ocp.args.JsonRestore()))
-    return restored['state'], restored['loop']
+    return abstract_state.replace(frozen=None, **restored['state']), restored['loop']
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _persisted(state: Any) -> dict[str, Any]:
+  """What a checkpoint holds of a `TrainState`: everything but the frozen parameters."""
+  return {'step': state.step, 'params': state.params, 'opt_state': state.opt_state}
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

@@ -8,9 +8,10 @@ parameters this is the usual 6 N + 12 L H T (RECIPES.md, "Compute anchors"; Kapl
 al. 2020 section 2.1). Heads are counted where they run: the MLM head only at the P
 masked positions of each T-token sequence. Embedding lookups, LayerNorm, softmax and the
 optimizer are not model FLOPs. Shared layers (ALBERT) count once per application.
-"""
 
-from collections.abc import Callable
+These are the counting helpers; each objective adds up its own model's parts into its
+`Objective.flops_per_token` (common/train/objectives.py, electra_jax/objective.py).
+"""
 
 import jax
 
@@ -51,40 +52,10 @@ def mlm_head_flops_per_token(model_config, seq_len: int, predictions: int) -> fl
   return 6.0 * (h * e + e * model_config.vocab_size) * predictions / seq_len
 
 
-def masked_lm_flops_per_token(config) -> float:
-  """BERT/RoBERTa-style models: encoder + MLM head at the masked positions (+ tiny
-  pooled sentence head, counted for completeness)."""
-  seq_len = config.data.max_seq_length
-  flops = encoder_flops_per_token(config.model, seq_len) + mlm_head_flops_per_token(
-      config.model, seq_len, config.masking.max_predictions_per_seq)
-  if config.objective.name in ('mlm_nsp', 'mlm_sop'):
-    h = config.model.hidden_size
-    flops += 6.0 * (h * h + 2 * h) / seq_len  # Pooler + 2-way classifier on [CLS].
-  return flops
-
-
-def span_boundary_flops_per_token(config) -> float:
-  """SpanBERT: the MLM model plus the span-boundary head at every masked position:
-  [left; right; relative position] 3H -> H -> E, then the tied E -> V projection."""
-  model, seq_len = config.model, config.data.max_seq_length
-  h = model.hidden_size
-  e = model.get('embedding_size') or h
-  head = 6.0 * (3 * h * h + h * e + e * model.vocab_size)
-  return (masked_lm_flops_per_token(config)
-          + head * config.masking.max_predictions_per_seq / seq_len)
-
-
-# Objective name -> FLOPs per token; recipes with other models register theirs.
-FLOPS_PER_TOKEN: dict[str, Callable] = {'mlm_sbo': span_boundary_flops_per_token}
-
-
-def register(objective_name: str, fn: Callable) -> None:
-  FLOPS_PER_TOKEN[objective_name] = fn
-
-
-def flops_per_token(config) -> float:
-  """Model training FLOPs per token for the experiment's objective."""
-  return FLOPS_PER_TOKEN.get(config.objective.name, masked_lm_flops_per_token)(config)
+def pooled_classifier_flops_per_token(model_config, seq_len: int, classes: int) -> float:
+  """The pooler (H -> H) and a `classes`-way classifier, once per sequence on [CLS]."""
+  h = model_config.hidden_size
+  return 6.0 * (h * h + classes * h) / seq_len
 
 
 def peak_flops_per_device(train_config) -> float | None:

@@ -1,10 +1,13 @@
 """Pretraining objectives as plug-ins to the one train step.
 
 An objective bundles the Flax module that is trained with a loss function
-`loss_fn(params, batch, rng, deterministic) -> (loss, metrics)`; the train step and the
-evaluation loop know nothing else about it. The experiment file picks one by name
-(`config.objective.name`); recipes with their own model (ELECTRA's generator and
-discriminator) register theirs the same way.
+`loss_fn(params, batch, rng, deterministic) -> (loss, metrics)` and that model's FLOPs
+per trained token (for MFU); the train step and the evaluation loop know nothing else
+about it. The experiment file picks one by name (`config.objective.name`): `OBJECTIVES`
+says where each builder lives, and a recipe with its own model (ELECTRA's generator and
+discriminator) keeps its builder in its package, imported only when it is named.
+`HF_EXPORTS` says, the same way, which Hugging Face architectures hold the model an
+objective trained (common/interop/hf_checkpoint.py `export_dir`).
 
 Metrics are (sum, count) pairs (common/train/metrics.py).
 """
@@ -18,11 +21,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from common.train import metrics as metrics_lib
-from common.model import mlm_model
+from common import registry
 from common.data import span_boundary
-from common.model import span_boundary_model
 from common.errors import UserError
+from common.model import mlm_model
+from common.model import span_boundary_model
+from common.train import flops
+from common.train import metrics as metrics_lib
+from common.train.frozen import FrozenParams
 
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, bool],
                   tuple[jax.Array, metrics_lib.Metrics]]
@@ -33,15 +39,37 @@ class Objective:
   """What the train step needs from a recipe.
 
   Attributes:
-    name: the registry name.
+    name: the name in `OBJECTIVES`.
     model: the Flax module whose parameters are trained; `model.init(rngs, batch)`.
-    loss_fn: (params, batch, rng, deterministic) -> (scalar loss, metrics).
+    loss_fn: (params, batch, rng, deterministic) -> (scalar loss, metrics); with
+      `frozen` set, it also takes the frozen parameters as keyword `frozen`.
     batch_keys: the batch fields the objective reads (the pipeline must provide them).
+    flops_per_token: the model's training FLOPs per token of `data.max_seq_length`
+      (common/train/flops.py), for MFU.
+    frozen: parameters the loss reads and the optimizer never updates (a distillation
+      teacher, a frozen encoder): where they come from (common/train/frozen.py).
   """
   name: str
   model: nn.Module
   loss_fn: LossFn
   batch_keys: tuple[str, ...]
+  flops_per_token: float
+  frozen: FrozenParams | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HFExport:
+  """The Hugging Face architectures that hold a model an objective trained.
+
+  Attributes:
+    architectures: HF model_type -> architecture, in order of preference: export writes
+      the first whose converter represents the model config (a factorized MLM model is
+      no BERT but an ELECTRA generator; a shared one is an ALBERT).
+    dropped: top-level param groups that no HF architecture has -> the note export
+      prints when it leaves them out.
+  """
+  architectures: dict[str, str]
+  dropped: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def masked_lm_loss(logits_BxPxV: jax.Array, ids_BxP: jax.Array,
@@ -72,6 +100,14 @@ def sentence_pair_loss(logits_BxC: jax.Array, labels_B: jax.Array,
   }
 
 
+def masked_lm_flops_per_token(config) -> float:
+  """The encoder and the MLM head at `masking.max_predictions_per_seq` positions."""
+  seq_len = config.data.max_seq_length
+  return (flops.encoder_flops_per_token(config.model, seq_len) +
+          flops.mlm_head_flops_per_token(config.model, seq_len,
+                                         config.masking.max_predictions_per_seq))
+
+
 MLM_KEYS = ('input_ids', 'segment_ids', 'attention_mask', 'masked_positions',
             'masked_ids', 'masked_weights')
 
@@ -87,7 +123,7 @@ def masked_lm(config) -> Objective:
                                    batch['masked_weights'])
     return loss, {'loss': metrics_lib.scalar(loss), **metrics}
 
-  return Objective('mlm', model, loss_fn, MLM_KEYS)
+  return Objective('mlm', model, loss_fn, MLM_KEYS, masked_lm_flops_per_token(config))
 
 
 def masked_lm_and_sentence_pair(config, task: str) -> Objective:
@@ -104,7 +140,32 @@ def masked_lm_and_sentence_pair(config, task: str) -> Objective:
     loss = mlm + pair
     return loss, {'loss': metrics_lib.scalar(loss), **mlm_metrics, **pair_metrics}
 
-  return Objective(f'mlm_{task}', model, loss_fn, MLM_KEYS + (label_key,))
+  # The pooler and 2-way classifier on [CLS]: tiny, counted for completeness.
+  pair_head = flops.pooled_classifier_flops_per_token(config.model,
+                                                      config.data.max_seq_length, 2)
+  return Objective(f'mlm_{task}', model, loss_fn, MLM_KEYS + (label_key,),
+                   masked_lm_flops_per_token(config) + pair_head)
+
+
+def masked_lm_and_next_sentence(config) -> Objective:
+  """'mlm_nsp': BERT's MLM + next-sentence prediction."""
+  return masked_lm_and_sentence_pair(config, 'nsp')
+
+
+def masked_lm_and_sentence_order(config) -> Objective:
+  """'mlm_sop': ALBERT's MLM + sentence-order prediction."""
+  return masked_lm_and_sentence_pair(config, 'sop')
+
+
+def span_boundary_flops_per_token(config) -> float:
+  """The MLM model plus the span-boundary head at every masked position:
+  [left; right; relative position] 3H -> H -> E, then the tied E -> V projection."""
+  model, seq_len = config.model, config.data.max_seq_length
+  h = model.hidden_size
+  e = model.get('embedding_size') or h
+  head = 6.0 * (3 * h * h + h * e + e * model.vocab_size)
+  return (masked_lm_flops_per_token(config)
+          + head * config.masking.max_predictions_per_seq / seq_len)
 
 
 def masked_lm_and_span_boundary(config) -> Objective:
@@ -129,20 +190,19 @@ def masked_lm_and_span_boundary(config) -> Objective:
                   'sbo_loss': sbo_metrics['mlm_loss'],
                   'sbo_accuracy': sbo_metrics['mlm_accuracy']}
 
-  return Objective('mlm_sbo', model, loss_fn, MLM_KEYS + span_boundary.SPAN_FIELDS)
+  return Objective('mlm_sbo', model, loss_fn, MLM_KEYS + span_boundary.SPAN_FIELDS,
+                   span_boundary_flops_per_token(config))
 
 
-OBJECTIVES: dict[str, Callable[[Any], Objective]] = {
-    'mlm': masked_lm,
-    'mlm_nsp': lambda config: masked_lm_and_sentence_pair(config, 'nsp'),
-    'mlm_sop': lambda config: masked_lm_and_sentence_pair(config, 'sop'),
-    'mlm_sbo': masked_lm_and_span_boundary,
+# Objective name -> where its builder `(config) -> Objective` lives, imported when the
+# objective is used (common/registry.py): common/ never imports a family package.
+OBJECTIVES: dict[str, str] = {
+    'mlm': 'common.train.objectives:masked_lm',
+    'mlm_nsp': 'common.train.objectives:masked_lm_and_next_sentence',
+    'mlm_sop': 'common.train.objectives:masked_lm_and_sentence_order',
+    'mlm_sbo': 'common.train.objectives:masked_lm_and_span_boundary',
+    'electra': 'electra_jax.objective:electra',
 }
-
-
-def register(name: str, builder: Callable[[Any], Objective]) -> None:
-  """Adds a recipe's objective (e.g. ELECTRA's) to the registry."""
-  OBJECTIVES[name] = builder
 
 
 def get_objective(config) -> Objective:
@@ -150,4 +210,29 @@ def get_objective(config) -> Objective:
   name = config.objective.name
   if name not in OBJECTIVES:
     raise UserError(f'unknown objective {name!r}; known objectives: {sorted(OBJECTIVES)}')
-  return OBJECTIVES[name](config)
+  return registry.resolve(OBJECTIVES[name])(config)
+
+
+MLM_EXPORT = HFExport({'bert': 'BertForMaskedLM', 'roberta': 'RobertaForMaskedLM',
+                       'distilbert': 'DistilBertForMaskedLM',
+                       'electra': 'ElectraForMaskedLM', 'albert': 'AlbertForMaskedLM'})
+NSP_EXPORT = HFExport({'bert': 'BertForPreTraining'})
+SOP_EXPORT = HFExport({'albert': 'AlbertForPreTraining'})
+SBO_EXPORT = dataclasses.replace(MLM_EXPORT, dropped={
+    'sbo_head': 'the span-boundary head (sbo_head) is not part of any HF architecture: '
+                'exported the encoder and MLM head only'})
+
+# Objective name -> where its `HFExport` lives, as `OBJECTIVES`. An objective without
+# an entry has no HF architecture.
+HF_EXPORTS: dict[str, str] = {
+    'mlm': 'common.train.objectives:MLM_EXPORT',
+    'mlm_nsp': 'common.train.objectives:NSP_EXPORT',
+    'mlm_sop': 'common.train.objectives:SOP_EXPORT',
+    'mlm_sbo': 'common.train.objectives:SBO_EXPORT',
+    'electra': 'electra_jax.objective:HF_EXPORT',
+}
+
+
+def hf_export(name: str) -> HFExport | None:
+  """The HF architectures of objective `name` (None: it has none)."""
+  return registry.resolve(HF_EXPORTS[name]) if name in HF_EXPORTS else None

@@ -5,6 +5,11 @@ differentiated, optionally over several micro-batches (gradient accumulation wit
 `lax.scan`, so one step is always one optimizer update), and the optimizer applied. It is
 compiled with `jax.jit` and explicit `NamedSharding`s for the state (from the parameters'
 logical axis names) and the batch (split over the data axes); the parameters are donated.
+
+Frozen parameters (`TrainState.frozen`, common/train/frozen.py: a distillation teacher,
+a frozen encoder) ride along in the state with their own shardings: the loss reads
+them under stop_gradient, they get no gradient and no optimizer state, and the step
+returns them unchanged.
 """
 
 from typing import Any
@@ -23,21 +28,44 @@ from common.train.objectives import Objective
 
 
 class TrainState(struct.PyTreeNode):
-  """Everything the optimizer loop carries: step counter, parameters, optimizer state."""
+  """Everything the optimizer loop carries.
+
+  Attributes:
+    step: the number of optimizer updates so far.
+    params: the trained parameters.
+    opt_state: the optimizer's state for `params`.
+    frozen: parameters the loss reads and nothing updates (None when the objective has
+      none); not saved in checkpoints (common/train/checkpoint.py).
+  """
   step: jax.Array
   params: Any
   opt_state: Any
+  frozen: Any = None
+
+
+def loss_with_frozen(objective: Objective, frozen: Any):
+  """The objective's `loss_fn(params, batch, rng, deterministic)` with the frozen
+  parameters bound as its `frozen` argument, under stop_gradient."""
+  if objective.frozen is None:
+    return objective.loss_fn
+  frozen = jax.lax.stop_gradient(frozen)
+  return lambda params, batch, rng, deterministic: objective.loss_fn(
+      params, batch, rng, deterministic, frozen=frozen)
 
 
 def init_train_state(objective: Objective, tx: optax.GradientTransformation,
-                     example_batch: dict, rng: jax.Array,
-                     mesh: Mesh) -> tuple[TrainState, Any]:
+                     example_batch: dict, rng: jax.Array, mesh: Mesh,
+                     frozen: tuple[Any, Any] | None = None) -> tuple[TrainState, Any]:
   """Initialises parameters and optimizer state directly in their sharded layout.
 
   The state is first traced with `jax.eval_shape` to read its logical axis names, then
   built by a `jax.jit` whose out_shardings place every array where it lives in training
   (big_vision's "shard & transfer", without ever materialising it unsharded).
   Call it under `sharding.mesh_context(mesh)`.
+
+  Args:
+    frozen: (values, shardings) of the objective's frozen parameters, already placed
+      (common/train/frozen.py `place`), or None.
 
   Returns:
     (state, state_shardings).
@@ -53,12 +81,18 @@ def init_train_state(objective: Objective, tx: optax.GradientTransformation,
   abstract = jax.eval_shape(init, rng)
   shardings = sharding.logical_shardings(abstract, mesh)
   state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+  if frozen is not None:
+    state = state.replace(frozen=frozen[0])
+    shardings = shardings.replace(frozen=frozen[1])
   return state, shardings
 
 
-def accumulated_gradients(objective: Objective, params, batch, rng, accum_steps: int):
-  """Mean loss, summed metrics and mean gradients over `accum_steps` micro-batches."""
-  grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
+def accumulated_gradients(loss_fn, params, batch, rng, accum_steps: int):
+  """Mean loss, summed metrics and mean gradients over `accum_steps` micro-batches.
+
+  `loss_fn(params, batch, rng, deterministic) -> (loss, metrics)`.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if accum_steps == 1:
     (loss, metrics), grads = grad_fn(params, batch, rng, False)
     return loss, metrics, grads
@@ -82,7 +116,7 @@ def accumulated_gradients(objective: Objective, params, batch, rng, accum_steps:
             jax.tree.map(jnp.add, metrics_sum, metrics), loss_sum + loss), None
 
   first = jax.tree.map(lambda x: x[0], micro_batches)
-  _, metrics_shape = jax.eval_shape(lambda: objective.loss_fn(params, first, rng, False))
+  _, metrics_shape = jax.eval_shape(lambda: loss_fn(params, first, rng, False))
   zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
   (grads, metrics, loss), _ = jax.lax.scan(
       body, (zeros(params), zeros(metrics_shape), jnp.zeros((), jnp.float32)),
@@ -102,15 +136,17 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
 
   def step_fn(state: TrainState, batch: dict, rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
-    loss, metrics, grads = accumulated_gradients(objective, state.params, batch, step_rng,
-                                              accum_steps)
+    loss, metrics, grads = accumulated_gradients(
+        loss_with_frozen(objective, state.frozen), state.params, batch, step_rng,
+        accum_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
     metrics['grad_norm'] = metrics_lib.scalar(optax.tree.norm(grads))
     metrics['param_norm'] = metrics_lib.scalar(optax.tree.norm(params))
     metrics['learning_rate'] = metrics_lib.scalar(schedule(state.step))
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state=opt_state), metrics
 
   replicated = NamedSharding(mesh, PartitionSpec())
   data = {k: sharding.batch_sharding(mesh) for k in objective.batch_keys}
@@ -119,13 +155,15 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
 
 
 def make_eval_step(objective: Objective, state_shardings: Any, mesh: Mesh):
-  """The jitted `(params, batch) -> metrics` without dropout."""
+  """The jitted `(params, frozen, batch) -> metrics` without dropout."""
 
-  def eval_fn(params, batch):
-    _, metrics = objective.loss_fn(params, batch, jax.random.key(0), True)
+  def eval_fn(params, frozen, batch):
+    loss_fn = loss_with_frozen(objective, frozen)
+    _, metrics = loss_fn(params, batch, jax.random.key(0), True)
     return metrics
 
   replicated = NamedSharding(mesh, PartitionSpec())
   data = {k: sharding.batch_sharding(mesh) for k in objective.batch_keys}
-  return jax.jit(eval_fn, in_shardings=(state_shardings.params, data),
+  return jax.jit(eval_fn, in_shardings=(state_shardings.params, state_shardings.frozen,
+                                        data),
                  out_shardings=replicated)

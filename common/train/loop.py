@@ -1,0 +1,267 @@
+"""The generic training loop: one objective, one training iterator, named evaluation sets.
+
+`run(...)` owns everything a run does around the one train step
+(common/train/train_step.py): the mesh and the sharded train state, frozen parameters,
+checkpoints and exact resume, evaluation, metrics.jsonl and TensorBoard, the progress
+bar, the loss plot and summary.json. What it trains on is passed in, so pretraining
+(common/train/pretraining.py), fine-tuning and distillation are callers of this one
+loop and share its jitted, sharded step.
+
+Start order: the workdir's latest checkpoint, else the caller's `init_params` (e.g.
+`train.init_from`, a model directory), else a fresh initialisation. A resumed run
+draws the same batches and randomness as an uninterrupted one: the data iterator's
+position and the loop's rng are saved with every checkpoint.
+"""
+
+from collections.abc import Callable, Sequence
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from common import atomic_files
+from common.errors import UserError
+from common.train import checkpoint as checkpoint_lib
+from common.train import flops as flops_lib
+from common.train import frozen as frozen_lib
+from common.train import metrics as metrics_lib
+from common.train import optimizers
+from common.train import run_log
+from common.train import sharding
+from common.train import train_step as train_step_lib
+from common.train.objectives import Objective
+
+Batch = dict[str, np.ndarray]
+# (fresh params, their shardings) -> params to start from.
+InitParams = Callable[[Any, Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+  """A named held-out set, evaluated every `train.eval_every` steps.
+
+  Attributes:
+    name: '' for the main held-out set, whose metrics are reported under the
+      objective's names (`mlm_accuracy`); otherwise they are reported as
+      `<name>_<metric>` (`shuffled_context_mlm_accuracy`).
+    batches: this host's rows of each global batch (numpy, the objective's fields).
+    metrics: the objective's metrics to report (None: all of them).
+  """
+  name: str
+  batches: Sequence[Batch]
+  metrics: tuple[str, ...] | None = None
+
+
+def check_train_config(train) -> None:
+  """Rejects loop settings that cannot work, before anything is built or written."""
+  accum = train.grad_accum_steps
+  if train.batch_size % accum:
+    raise UserError(f'train.batch_size {train.batch_size} is not divisible by '
+                    f'train.grad_accum_steps {accum}')
+  if train.steps <= 0:
+    raise UserError(f'train.steps must be positive, got {train.steps}')
+
+
+def _config_record(workdir: str, config) -> None:
+  """Writes config.json; the first run's copy is kept as config.json of record."""
+  path = os.path.join(workdir, 'config.json')
+  text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
+  if os.path.exists(path):
+    path = os.path.join(workdir, 'config.resumed.json')
+  atomic_files.write_text(path, text)
+
+
+def global_batch(local_batch: Batch, mesh, keys: Sequence[str]) -> dict[str, jax.Array]:
+  """Host-local numpy rows -> global jax.Arrays sharded over the data axes.
+
+  Only the fields the objective reads (`keys`) are transferred.
+  """
+  data_sharding = sharding.batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(data_sharding, local_batch[k])
+          for k in keys}
+
+
+def evaluate(eval_step, state, eval_sets: Sequence[EvalSet], mesh,
+             keys: Sequence[str]) -> dict[str, float]:
+  """Every evaluation set's metrics, averaged over its batches, in one flat dict."""
+  out = {}
+  for eval_set in eval_sets:
+    total = None
+    for batch in eval_set.batches:
+      total = metrics_lib.add(total, eval_step(state.params, state.frozen,
+                                               global_batch(batch, mesh, keys)))
+    metrics = metrics_lib.average(total) if total is not None else {}
+    for name, value in metrics.items():
+      if eval_set.metrics is None or name in eval_set.metrics:
+        out[f'{eval_set.name}_{name}' if eval_set.name else name] = value
+  return out
+
+
+def _count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def _fmt(metrics: dict[str, float], keys: tuple[str, ...]) -> dict[str, str]:
+  return {k: f'{metrics[k]:.4g}' for k in keys if k in metrics}
+
+
+def run(config, workdir: str, *, objective: Objective, train_iter: Any,
+        example_batch: Batch, eval_sets: Sequence[EvalSet] = (),
+        init_params: InitParams | None = None, summary_extra: dict | None = None,
+        stop_after: int | None = None) -> dict[str, Any]:
+  """Trains `objective` on `train_iter` for `config.train.steps` updates in `workdir`.
+
+  Args:
+    config: the experiment ConfigDict; the loop reads `seed`, `name`, `optimizer`,
+      `train`, `mesh` and `data.max_seq_length` (for tokens/s).
+    workdir: output directory (created if missing); resumed if it has checkpoints.
+    objective: model, loss and the batch fields it reads (common/train/objectives.py);
+      its `frozen` parameters, if any, are loaded, recorded and checked on resume.
+    train_iter: a checkpointable grain iterator of host-local batches.
+    example_batch: one host-local batch (shapes for initialisation only).
+    eval_sets: held-out sets, evaluated at step 0, every `train.eval_every` steps and
+      at the end.
+    init_params: for a fresh run (no checkpoint), maps the freshly initialised params
+      and their shardings to the params to start from.
+    summary_extra: more fields for summary.json (e.g. the tokenizer file).
+    stop_after: stop (with a checkpoint) once this step is reached, as a preempted run
+      would; the schedule still follows `config.train.steps`.
+
+  Returns:
+    The summary also written to summary.json.
+  """
+  start_time = time.time()
+  train_cfg = config.train
+  check_train_config(train_cfg)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  keys = objective.batch_keys
+  accum = train_cfg.grad_accum_steps
+
+  mesh = sharding.make_mesh(config.mesh.shape, dcn_data=config.mesh.dcn_data)
+  dp = sharding.data_parallel_size(mesh)
+  if train_cfg.batch_size % (dp * accum):
+    raise UserError(f'train.batch_size {train_cfg.batch_size} does not split over {dp} '
+                    f'data-parallel devices x {accum} accumulation steps')
+  tx, schedule = optimizers.make_optimizer(config.optimizer, train_cfg.steps)
+  init_rng, loop_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  init_batch = {k: jnp.asarray(np.repeat(example_batch[k][:1], dp, axis=0)) for k in keys}
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), save_every=train_cfg.checkpoint_every,
+      keep=train_cfg.keep_checkpoints)
+
+  try:
+    start_step = checkpointer.latest_step() or 0
+    frozen_record = None
+    if objective.frozen is not None:
+      frozen_record = frozen_lib.check_record(workdir, objective.frozen, bool(start_step))
+    with sharding.mesh_context(mesh):
+      frozen = None
+      if frozen_record is not None:
+        frozen = frozen_lib.place(objective.frozen, frozen_record, init_batch, mesh)
+      state, state_shardings = train_step_lib.init_train_state(
+          objective, tx, init_batch, init_rng, mesh, frozen)
+      if start_step:
+        restored, loop = checkpointer.restore(
+            start_step, checkpoint_lib.abstract_like(state, state_shardings), train_iter)
+        state = restored.replace(frozen=state.frozen)
+        loop_rng = jnp.asarray(np.asarray(loop['rng'], np.uint32))
+      elif init_params is not None:
+        state = state.replace(params=init_params(state.params, state_shardings.params))
+      if is_main:
+        _config_record(workdir, config)
+        if frozen_record is not None and not start_step:
+          frozen_lib.write_record(workdir, objective.frozen.name, frozen_record)
+      n_params = _count_params(state.params)
+      log = run_log.RunLog(workdir, resume_step=start_step, enabled=is_main)
+      step_fn = train_step_lib.make_train_step(objective, tx, schedule, state_shardings,
+                                               mesh, accum)
+      eval_fn = train_step_lib.make_eval_step(objective, state_shardings, mesh)
+
+      tokens_per_step = train_cfg.batch_size * config.data.max_seq_length
+      flops_per_token = objective.flops_per_token
+      peak = flops_lib.peak_flops_per_device(train_cfg)
+      last_step = min(train_cfg.steps, stop_after or train_cfg.steps)
+      if start_step == 0:
+        log.write(0, evaluate(eval_fn, state, eval_sets, mesh, keys), prefix='eval_')
+      loop_state = {'rng': np.asarray(loop_rng).tolist()}
+      bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not is_main,
+                 desc=config.name or 'train', dynamic_ncols=True, mininterval=1.0)
+      # Throughput is timed from the end of this run's first (compiling) step.
+      window, window_start, window_steps = None, None, 0
+      train_metrics, eval_metrics = {}, {}
+      step = start_step
+      while step < last_step:
+        batch = global_batch(next(train_iter), mesh, keys)
+        state, step_metrics = step_fn(state, batch, loop_rng)
+        step += 1
+        window = metrics_lib.add(window, step_metrics)
+        if window_start is None:
+          jax.block_until_ready(step_metrics)
+          window_start = time.time()
+        else:
+          window_steps += 1
+        bar.update(1)
+        if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+          train_metrics = metrics_lib.average(window)
+          jax.block_until_ready(state.step)
+          elapsed = time.time() - window_start
+          train_metrics['tokens_per_sec'] = tokens_per_step * window_steps / max(elapsed,
+                                                                                 1e-9)
+          utilisation = flops_lib.mfu(train_metrics['tokens_per_sec'], flops_per_token,
+                                      peak, jax.device_count())
+          if utilisation is not None:
+            train_metrics['mfu'] = utilisation
+          if not math.isfinite(train_metrics['loss']):
+            raise UserError(f'the loss became {train_metrics["loss"]} at step {step}; '
+                            'lower optimizer.learning_rate or check the data')
+          log.write(step, train_metrics)
+          bar.set_postfix(_fmt(train_metrics, ('loss', 'mlm_accuracy', 'tokens_per_sec',
+                                               'mfu')), refresh=False)
+          window, window_start, window_steps = None, time.time(), 0
+        if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+          eval_start = time.time()
+          eval_metrics = evaluate(eval_fn, state, eval_sets, mesh, keys)
+          log.write(step, eval_metrics, prefix='eval_')
+          if is_main:
+            bar.write(f'step {step}: held-out ' + ', '.join(
+                f'{k} {v:.4f}' for k, v in eval_metrics.items()))
+          if window_start is not None:  # Evaluation time is not training throughput.
+            window_start += time.time() - eval_start
+        checkpointer.save(step, state, train_iter, loop_state, force=step == last_step)
+      bar.close()
+      checkpointer.wait()
+      log.close()
+  finally:
+    checkpointer.close()
+
+  summary = {
+      'recipe': config.name,
+      'step': step,
+      'total_steps': train_cfg.steps,
+      'parameters': n_params,
+      'wall_time_sec': time.time() - start_time,
+      'train': train_metrics,
+      'eval': eval_metrics,
+      'devices': jax.device_count(),
+      'platform': jax.devices()[0].platform,
+      'model_flops_per_token': flops_per_token,
+      **(summary_extra or {}),
+  }
+  if frozen_record is not None:
+    summary['frozen'] = {objective.frozen.name: {
+        **frozen_record, 'parameters': _count_params(state.frozen)}}
+  if is_main:
+    records = run_log.read_metrics(log.path)
+    evals = [r for r in records if 'eval_loss' in r]
+    if evals:
+      summary['first_eval'] = evals[0]
+    summary['plot'] = run_log.plot_curves(workdir)
+    run_log.write_summary(workdir, summary)
+  return summary
