@@ -14,10 +14,13 @@ onto the tied table; the SOP classifier reads the pooled [CLS] ('pooler',
 | AlbertForPreTraining | mlm_sop   | encoder, mlm_head, pooler, sentence_head        |
 | AlbertForMaskedLM    | mlm       | encoder, mlm_head                               |
 | AlbertModel          | mlm       | encoder (+ pooler); mlm_head left to fresh init |
+| AlbertForSequenceClassification | classification | encoder, pooler, classifier (tanh) |
 
 Export writes the architecture the objective names (common/train/objectives.py
 `HFExport`): AlbertForPreTraining for 'mlm_sop'; AlbertForMaskedLM for an MLM model
-that no architecture before it represents (one with sharing). An unshared model
+that no architecture before it represents (one with sharing); likewise
+AlbertForSequenceClassification for a classifier with a tanh head, AlbertModel for
+params without heads. An unshared model
 (layer_sharing 'none') is ALBERT with one group per layer. HF cannot represent
 attention-only or FFN-only sharing, nor inner_group_num > 1 (several layers inside a
 group): both are refused. When E = H our encoder has no projection; HF always has one,
@@ -54,6 +57,7 @@ _HEADS = (hf.linear(f'{PREFIX}pooler', 'pooler/dense', 'pooler') +
           hf_bert.mlm_head_entries('predictions.dense', 'predictions.LayerNorm',
                                    'predictions.bias') +
           hf.linear('sop_classifier.classifier', 'sentence_head/dense', 'sop'))
+_CLASSIFIER = tuple(hf.classifier_entries(f'{PREFIX}pooler', 'classifier'))
 _TIED = {'predictions.decoder.weight': f'{PREFIX}embeddings.word_embeddings.weight',
          'predictions.decoder.bias': 'predictions.bias'}
 
@@ -69,8 +73,9 @@ def _group_entries(scopes: list[str]) -> list[hf.Entry]:
       f'{PREFIX}encoder.albert_layer_groups.{g}.albert_layers.0.', ours, ALBERT_LAYER)]
 
 
-def _entries(spec: encoder_lib.EncoderSpec) -> list[hf.Entry]:
-  """Every tensor of an ALBERT of this spec ('all' sharing, or 'none' as L groups)."""
+def _entries(spec: encoder_lib.EncoderSpec, heads=_HEADS) -> list[hf.Entry]:
+  """Every tensor of an ALBERT of this spec ('all' sharing, or 'none' as L groups)
+  with these heads."""
   if spec.layer_sharing == 'all':
     scopes = [f'encoder/layer_group_{g}' for g in range(spec.num_hidden_groups)]
   else:
@@ -78,7 +83,7 @@ def _entries(spec: encoder_lib.EncoderSpec) -> list[hf.Entry]:
   projection = hf.linear(PROJECTION, 'encoder/embedding_projection') if (
       spec.factorized) else []
   return (hf_bert.embedding_entries(PREFIX, 'encoder/embeddings') + projection +
-          _group_entries(scopes) + list(_HEADS))
+          _group_entries(scopes) + list(heads))
 
 
 def _model_config(hf_config: dict, src: str) -> dict:
@@ -121,17 +126,24 @@ class AlbertConverter(hf.Converter):
   recipe: str = 'albert'
   # HF architecture -> the head groups it holds.
   architectures = {'AlbertForPreTraining': ('mlm', 'pooler', 'sop'),
-                   'AlbertForMaskedLM': ('mlm',)}
+                   'AlbertForMaskedLM': ('mlm',), 'AlbertModel': (),
+                   'AlbertForSequenceClassification': ('pooler', 'classifier')}
+  base_architecture = 'AlbertModel'
+  head_activations = {'AlbertForSequenceClassification': 'tanh'}
 
   def import_model(self, src, hf_config, weights):
     model_config = _model_config(hf_config, src)
     spec = encoder_lib.EncoderSpec.from_config(model_config)
     weights = hf.with_prefix(weights, PREFIX, 'embeddings.word_embeddings.weight')
+    identity = set() if spec.factorized else _check_identity(src, weights,
+                                                             spec.hidden_size)
+    if hf.is_classifier(weights, _CLASSIFIER):
+      return hf.import_classifier(src, hf_config, weights, model_config,
+                                  _entries(spec, _CLASSIFIER), 'tanh', identity)
     shapes = hf.param_shapes(mlm_model.MaskedLMModel(hf.unrolled(model_config),
                                                      sentence_classes=2))
     flat, present, used = hf.convert_in(src, weights, _entries(spec), shapes)
-    if not spec.factorized:
-      used |= _check_identity(src, weights, spec.hidden_size)
+    used |= identity
     hf.check_rest(src, weights, used, _TIED)
     heads = {g: v for g, v in present.items() if g != 'encoder'}
     objective = 'mlm_sop' if heads.get('sop') else 'mlm'
@@ -150,7 +162,9 @@ class AlbertConverter(hf.Converter):
     heads = set(self.architectures[architecture])
     if any(name.startswith('pooler/') for name in params):
       heads.add('pooler')
-    entries = [e for e in _entries(spec) if e.group == 'encoder' or e.group in heads]
+    classify = architecture in self.head_activations
+    entries = [e for e in _entries(spec, _CLASSIFIER if classify else _HEADS)
+               if e.group == 'encoder' or e.group in heads]
     constants = {}
     if not spec.factorized:
       constants = {f'{PROJECTION}.weight': np.eye(spec.hidden_size, dtype=np.float32),
@@ -159,7 +173,9 @@ class AlbertConverter(hf.Converter):
         spec, ALBERT_KEYS, architectures=[architecture], model_type='albert',
         embedding_size=spec.embedding_size, num_hidden_groups=groups, inner_group_num=1,
         classifier_dropout_prob=0.0)
-    return [hf.HFModel(config, entries, constants=constants)]
+    model = hf.HFModel(config, entries, constants=constants)
+    return [hf.base_model(model, PREFIX) if architecture == self.base_architecture
+            else model]
 
 
 ALBERT = AlbertConverter()

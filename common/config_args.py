@@ -9,9 +9,11 @@ from collections.abc import Container
 from common.errors import UserError
 
 
-def parse_size(arg: str | None, sizes: Container[str], default: str) -> str:
-  """The size named by `arg` (`default` when empty); unknown names fail with the list."""
+def parse_size(arg: str | None, sizes: Container[str], default: str,
+               what: str = 'size') -> str:
+  """The size (or task: `what`) named by `arg` (`default` when empty); unknown names
+  fail with the list."""
   size = (arg or '').strip() or default
   if size not in sizes:
-    raise UserError(f'unknown size {size!r}; known sizes: {", ".join(sizes)}')
+    raise UserError(f'unknown {what} {size!r}; known {what}s: {", ".join(sizes)}')
   return size

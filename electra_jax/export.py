@@ -37,6 +37,12 @@ def discriminator_params(params: Any) -> dict[str, Any]:
   return {**{k: params[k] for k in _SHARED}, **params['discriminator']}
 
 
+def discriminator_encoder(params: Any) -> dict[str, Any]:
+  """The discriminator as the encoder a task head sits on (no pooler), for fine-tuning
+  (common/train/objectives.py `ENCODERS`)."""
+  return {'encoder': discriminator_params(params)}
+
+
 def discriminator_head_params(params: Any) -> dict[str, Any]:
   """The replaced-token detector's params, for `model.ReplacedTokenHead(config.model)`."""
   return params['discriminator_head']

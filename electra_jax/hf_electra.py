@@ -19,6 +19,13 @@ Ours is one `ElectraModel` whose networks share ONE embedding layer, so:
   `HF_EXPORT`) the discriminator at the destination and, when the params have a
   generator, ElectraForMaskedLM in `<dst>/generator`, both holding the shared tables.
 
+A fine-tuned discriminator is a `SequenceClassifier` (common/model/classifier.py) with
+a gelu head: ElectraForSequenceClassification's 'classifier.dense' is our 'pooler',
+'classifier.out_proj' our 'classifier', 'electra.*' our 'encoder' (objective
+'classification', both ways). Params without heads ('embeddings' + 'discriminator',
+or 'encoder') export as ElectraModel; an ElectraModel imports as a discriminator
+without its head (objective 'electra', heads rtd: false).
+
 HF's generator head always applies gelu (ours applies model.hidden_act), so a generator
 needs hidden_act 'gelu'.
 """
@@ -56,6 +63,7 @@ def _generator_head(ours: str, group: str) -> list[hf.Entry]:
                                   'generator_lm_head.bias', ours=ours, group=group)
 
 
+_CLASSIFIER = tuple(hf.classifier_entries('classifier.dense', 'classifier.out_proj'))
 _RTD_HEAD = (hf.linear('discriminator_predictions.dense', 'discriminator_head/dense', 'rtd')
              + hf.linear('discriminator_predictions.dense_prediction',
                          'discriminator_head/prediction', 'rtd'))
@@ -110,14 +118,25 @@ class ElectraConverter(hf.Converter):
   a factorized MaskedLMModel."""
   model_type: str = 'electra'
   recipe: str = 'electra'
-  # The discriminator (+ generator) of an ElectraModel; a MaskedLMModel.
-  architectures = ('ElectraForPreTraining', 'ElectraForMaskedLM')
+  # The discriminator (+ generator) of an ElectraModel; a MaskedLMModel; a
+  # SequenceClassifier; an encoder alone.
+  architectures = ('ElectraForPreTraining', 'ElectraForMaskedLM',
+                   'ElectraForSequenceClassification', 'ElectraModel')
+  base_architecture = 'ElectraModel'
+  head_activations = {'ElectraForSequenceClassification': 'gelu'}
   options = ('generator',)
 
   def import_model(self, src, hf_config, weights, generator=None):
     model_config = _model_config(hf_config, src)
     weights = hf.with_prefix(weights, PREFIX, 'embeddings.word_embeddings.weight')
     factorized = encoder_lib.EncoderSpec.from_config(model_config).factorized
+    if hf.is_classifier(weights, _CLASSIFIER):
+      if generator is not None:
+        raise UserError(f'{src} is a sequence classifier: --generator does not apply')
+      return hf.import_classifier(
+          src, hf_config, weights, model_config, _network_entries(
+              model_config, 'encoder/embeddings', 'encoder', factorized) +
+          list(_CLASSIFIER), 'gelu')
     if _is_generator(hf_config, weights):
       return self._import_generator_alone(src, model_config, weights, factorized)
     if generator is None and os.path.isfile(os.path.join(src, GENERATOR_SUBDIR,
@@ -187,6 +206,16 @@ class ElectraConverter(hf.Converter):
           spec, hf_bert.BERT_KEYS, architectures=[name],
           model_type='electra', embedding_size=spec.embedding_size)
 
+    if architecture == 'ElectraForSequenceClassification':  # A SequenceClassifier.
+      return [hf.HFModel(config(spec, architecture), _network_entries(
+          model_config, 'encoder/embeddings', 'encoder', spec.factorized) +
+                         list(_CLASSIFIER))]
+    if architecture == 'ElectraModel':  # An encoder: ours, or a discriminator's.
+      scopes = ('encoder/embeddings', 'encoder')
+      if any(name.startswith('discriminator/') for name in params):
+        scopes = ('embeddings', 'discriminator')
+      return [hf.base_model(hf.HFModel(config(spec, architecture), _network_entries(
+          model_config, *scopes, spec.factorized)), PREFIX)]
     if architecture == 'ElectraForMaskedLM':  # A MaskedLMModel.
       _check_gelu(spec.hidden_act, 'model')
       entries = _network_entries(model_config, 'encoder/embeddings', 'encoder',

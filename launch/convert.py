@@ -26,8 +26,8 @@ from common.errors import UserError
 from common.interop import hf_checkpoint
 from common.interop import model_dir
 # One way to report bad input for every entry point: one `error:` line, exit 2.
-from launch.train import fail
-from launch.train import parse_flags
+from launch.cli import fail
+from launch.cli import parse_flags
 
 _FROM = flags.DEFINE_enum('from', None, ['hf', 'ours'], 'What --src holds.')
 _TO = flags.DEFINE_enum('to', None, ['hf', 'ours'],
@@ -135,7 +135,15 @@ def main(argv: list[str]) -> None:
             f'{", ".join(h for h, ok in heads.items() if ok) or "none"}; left to fresh '
             f'init: {", ".join(h for h, ok in heads.items() if not ok) or "none"}; '
             f'tokenizer: {result["tokenizer"] or "none (no tokenizer files)"}')
-      print('continue pretraining with:\n  ' + result['command'])
+      if result['objective'] == 'classification':
+        print('fine-tune or evaluate it with:\n  python -m launch.finetune '
+              '--config=experiments/glue.py:TASK --config.init_from='
+              f'{os.path.abspath(_DST.value)} --config.data_dir=DATA_DIR --workdir=WORKDIR')
+      else:
+        print('continue pretraining with:\n  ' + result['command'])
+        print('or fine-tune it with:\n  python -m launch.finetune '
+              '--config=experiments/glue.py:TASK --config.init_from='
+              f'{os.path.abspath(_DST.value)} --config.data_dir=DATA_DIR --workdir=WORKDIR')
     else:
       if _GENERATOR.value:
         fail('--generator applies to --from=hf')

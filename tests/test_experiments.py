@@ -19,9 +19,14 @@ from experiments import base
 from tests.conftest import REPO
 from tests.conftest import parameter_count
 
-# Every recipe: each experiments/*.py but the base and the package file.
+# Fine-tuning configs: the base's fields plus their own (init_from, data_dir, task, ...).
+FINETUNING = {'glue': ('cola', 'sst2', 'mrpc', 'qqp', 'stsb', 'mnli', 'qnli', 'rte', 'wnli',
+                       'generic')}
+# Every pretraining recipe: each experiments/*.py but the base, the package file and
+# the fine-tuning configs.
 RECIPES = sorted(name[:-3] for name in os.listdir(os.path.join(REPO, 'experiments'))
-                 if name.endswith('.py') and name not in ('base.py', '__init__.py'))
+                 if name.endswith('.py') and name not in ('base.py', '__init__.py')
+                 and name[:-3] not in FINETUNING)
 
 
 def get_config(recipe, size):
@@ -33,6 +38,7 @@ def sizes(recipe):
 
 
 RECIPE_SIZES = [(r, s) for r in RECIPES for s in sizes(r)]
+FINETUNING_TASKS = [(f, task) for f, tasks in FINETUNING.items() for task in tasks]
 
 
 def test_every_recipe_is_found():
@@ -135,13 +141,21 @@ def load_with_override(recipe: str, size: str, override: str):
   return flag_values.config
 
 
+def applies_to(key: str, recipe: str) -> bool:
+  """A documented override of a base field applies to every config; one of a field
+  only the fine-tuning configs have (init_from, data_dir, task...) applies to those."""
+  return key.split('.')[0] in base.get_config() or recipe in FINETUNING
+
+
 # config_flags loads experiment files with the deprecated importlib load_module().
 @pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
-@pytest.mark.parametrize('recipe, size', RECIPE_SIZES)
+@pytest.mark.parametrize('recipe, size', RECIPE_SIZES + FINETUNING_TASKS)
 def test_every_documented_override_works_for_every_recipe(recipe, size):
   default = get_config(recipe, size)
   failures = []
   for key, value in documented_overrides():
+    if not applies_to(key, recipe):
+      continue
     old = default
     try:
       for part in key.split('.'):
@@ -205,3 +219,24 @@ def test_macbert_trains_with_lamb():
   for size in ('demo', 'base'):
     assert get_config('macbert', size).optimizer.name == 'lamb'
   assert get_config('macbert', 'base').optimizer.learning_rate == 1e-4
+
+
+@pytest.mark.parametrize('config_file, task', FINETUNING_TASKS)
+def test_finetuning_configs_extend_the_base(config_file, task):
+  """A fine-tuning config has every base field (the model of a random start, the
+  optimizer, the loop's settings) plus its own, and every family's defaults."""
+  config = get_config(config_file, task)
+  fields = key_tree(config)
+  for section, subtree in key_tree(base.get_config()).items():
+    if subtree is None:
+      assert section in fields
+    else:
+      assert set(subtree) <= set(fields[section]), section
+  assert config.task.name == task
+  assert {f'{family}_{width}' for family in ('bert', 'roberta', 'albert', 'electra')
+          for width in ('small', 'base', 'large')} == set(config.family_defaults)
+
+
+def test_every_documented_fine_tuning_override_is_a_field():
+  keys = {key for key, _ in documented_overrides() if not applies_to(key, 'bert')}
+  assert {'init_from', 'data_dir'} <= keys, keys

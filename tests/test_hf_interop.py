@@ -355,8 +355,14 @@ def test_import_refuses_what_it_cannot_convert(bert_dir, tmp_path):
   with pytest.raises(UserError, match='missing tensor bert.encoder.layer.1.output.dense'):
     convert.import_hf(bad, dst)
   bad = _copy_with(bert_dir, str(tmp_path / 'task'),
-                   lambda w: {**w, 'classifier.weight': np.zeros((3, 32), np.float32)})
-  with pytest.raises(UserError, match='classifier.weight'):
+                   lambda w: {**w, 'qa_outputs.weight': np.zeros((2, 32), np.float32)})
+  with pytest.raises(UserError, match='tensors that no model here has: qa_outputs.weight'):
+    convert.import_hf(bad, dst)
+  # A classifier's output layer beside pretraining heads: not a classifier either.
+  bad = _copy_with(bert_dir, str(tmp_path / 'mixed'), lambda w: {
+      **w, 'classifier.weight': np.zeros((3, 32), np.float32),
+      'classifier.bias': np.zeros(3, np.float32)})
+  with pytest.raises(UserError, match='tensors that no model here has: cls.predictions'):
     convert.import_hf(bad, dst)
   bad = _copy_with(bert_dir, str(tmp_path / 'untied'), lambda w: {
       **w, 'cls.predictions.decoder.weight': np.ones((V, 32), np.float32)})
@@ -448,10 +454,16 @@ def test_export_refuses_what_hf_cannot_represent(tmp_path):
 def test_every_converter_and_hf_architecture_in_the_tables_resolves():
   for model_type in hf_checkpoint.CONVERTERS:
     assert hf_checkpoint.converter_for(model_type, 'src').model_type == model_type
-  assert set(objectives.HF_EXPORTS) <= set(objectives.OBJECTIVES)
+  # 'classification' is built by fine-tuning (a head sized to the task), not by name.
+  assert set(objectives.HF_EXPORTS) <= set(objectives.OBJECTIVES) | {'classification'}
   for name in objectives.HF_EXPORTS:
     for model_type, architecture in objectives.hf_export(name).architectures.items():
       assert architecture in hf_checkpoint.converter_for(model_type, name).architectures
+  for model_type in hf_checkpoint.CONVERTERS:
+    converter = hf_checkpoint.converter_for(model_type, 'src')
+    assert converter.base_architecture in converter.architectures
+    assert set(converter.head_activations) <= set(converter.architectures)
+    assert len(converter.head_activations) == 1  # One classifier class per family.
 
 
 @pytest.mark.parametrize('objective, model, architecture', [
@@ -470,6 +482,55 @@ def test_the_objective_names_the_architecture_and_the_config_picks_one(
     objective, model, architecture):
   converter, chosen = hf_checkpoint.converter_for_export(objective, dict(OURS, **model))
   assert chosen == architecture and architecture in converter.architectures
+
+
+@pytest.mark.parametrize('objective, model, architecture', [
+    ('mlm', {}, 'BertModel'),
+    ('mlm_nsp', {}, 'BertModel'),
+    ('mlm', {'position_offset': 2, 'type_vocab_size': 1}, 'RobertaModel'),
+    ('mlm', {'type_vocab_size': 0}, 'DistilBertModel'),
+    ('mlm', {'embedding_size': 16}, 'ElectraModel'),
+    ('electra', {}, 'ElectraModel'),
+    ('mlm', {'layer_sharing': 'all'}, 'AlbertModel'),
+    ('mlm_sop', {}, 'AlbertModel'),
+    ('classification', {'embedding_size': 16}, 'ElectraModel'),
+])
+def test_params_without_heads_pick_the_base_model(objective, model, architecture):
+  converter, chosen = hf_checkpoint.converter_for_export(
+      objective, dict(OURS, **model), headless=True)
+  assert chosen == architecture == converter.base_architecture
+
+
+def test_which_params_are_an_encoder_without_heads():
+  leaf = {'kernel': np.zeros(1)}
+  for params, headless in (({'encoder': leaf}, True), ({'encoder': leaf, 'pooler': leaf},
+                                                       True),
+                           ({'embeddings': leaf, 'discriminator': leaf}, True),
+                           ({'encoder': leaf, 'mlm_head': leaf}, False),
+                           ({'encoder': leaf, 'pooler': leaf, 'classifier': leaf}, False),
+                           ({'embeddings': leaf, 'discriminator': leaf,
+                             'discriminator_head': leaf}, False)):
+    assert hf_checkpoint.is_headless(params) == headless, params
+
+
+def test_an_encoder_without_heads_exports_from_the_command_line(hf, tmp_path):
+  """The reported bug: `launch.convert --from=ours --to=hf` of an imported BertModel
+  asked for the MLM head (cls.predictions.transform.dense.weight)."""
+  torch, transformers = hf
+  torch.manual_seed(0)
+  transformers.BertModel(transformers.BertConfig(**BERT_SIZE)).save_pretrained(
+      str(tmp_path / 'hf'))
+  source = convert.import_hf(str(tmp_path / 'hf'), str(tmp_path / 'ours'))
+  assert source['objective'] == 'mlm'
+  assert source['heads'] == {'pooler': True, 'mlm': False, 'nsp': False}
+  done = subprocess.run([sys.executable, '-m', 'launch.convert', '--from=ours',
+                         '--to=hf', f'--src={tmp_path / "ours"}',
+                         f'--dst={tmp_path / "back"}'],
+                        cwd=conftest.REPO, capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stderr
+  assert f'wrote {tmp_path / "back"}: BertModel' in done.stdout
+  assert transformers.AutoConfig.from_pretrained(
+      str(tmp_path / 'back')).architectures == ['BertModel']
 
 
 @pytest.mark.parametrize('objective, model', [

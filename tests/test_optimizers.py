@@ -1,4 +1,5 @@
-"""LAMB (common/train/optimizers.py): which leaves take the trust ratio and weight decay."""
+"""Optimizers (common/train/optimizers.py): LAMB's trust ratio and weight decay per leaf,
+and layer-wise learning-rate decay per parameter."""
 
 import jax
 import jax.numpy as jnp
@@ -63,3 +64,63 @@ def test_make_optimizer_builds_lamb_and_refuses_unknown_names():
   config.name = 'lars'
   with pytest.raises(UserError, match="optimizer.name 'lars'"):
     optimizers.make_optimizer(config, 10)
+
+
+def _encoder_like(layers: int, scanned: bool):
+  """Params named as the shared encoder and a task head name them."""
+  rng = np.random.default_rng(1)
+  layer = lambda: {'attention': {'kernel': rng.normal(size=(2, 2))},
+                   'mlp_layer_norm': {'scale': rng.normal(size=2)}}
+  encoder = {'embeddings': {'token_embed': {'embedding': rng.normal(size=(5, 2))}},
+             'embedding_projection': {'kernel': rng.normal(size=(2, 2))}}
+  if scanned:
+    encoder['layers'] = jax.tree.map(lambda *xs: np.stack(xs),
+                                     *[layer() for _ in range(layers)])
+  else:
+    encoder.update({f'layer_{i}': layer() for i in range(layers)})
+  params = {'encoder': encoder, 'pooler': {'dense': {'kernel': rng.normal(size=(2, 2))}},
+            'classifier': {'kernel': rng.normal(size=(2, 3))}}
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+
+
+@pytest.mark.parametrize('scanned', [True, False])
+def test_layer_decay_multipliers_follow_electra(scanned):
+  """ELECTRA's _get_layer_lrs: lr * decay^(L + 2 - depth); embeddings 0, layer i at
+  i + 1, the head (and pooler) at L + 2."""
+  layers, decay = 3, 0.8
+  multipliers = optimizers.layer_decay_multipliers(_encoder_like(layers, scanned),
+                                                   layers, decay)
+  enc = multipliers['encoder']
+  assert enc['embeddings']['token_embed']['embedding'] == pytest.approx(decay ** 5)
+  assert enc['embedding_projection']['kernel'] == pytest.approx(decay ** 5)
+  assert multipliers['pooler']['dense']['kernel'] == 1.0
+  assert multipliers['classifier']['kernel'] == 1.0
+  expected = [decay ** (layers + 2 - (i + 1)) for i in range(layers)]  # 0.8^4 .. 0.8^2
+  if scanned:
+    stacked = enc['layers']['attention']['kernel']
+    assert stacked.shape == (layers, 1, 1)
+    np.testing.assert_allclose(stacked.ravel(), expected, rtol=1e-6)
+  else:
+    got = [enc[f'layer_{i}']['mlp_layer_norm']['scale'] for i in range(layers)]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_make_optimizer_scales_each_layers_update():
+  config = ml_collections.ConfigDict(dict(
+      name='adamw', learning_rate=LR, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-6,
+      weight_decay=WD, clip_norm=1.0, schedule='constant', layer_decay=0.5))
+  params = _encoder_like(2, scanned=True)
+  grads = jax.tree.map(jnp.ones_like, params)
+  decayed, _ = optimizers.make_optimizer(config, 10, num_layers=2)
+  config.layer_decay = 1.0
+  plain, _ = optimizers.make_optimizer(config, 10, num_layers=2)
+  ratio = jax.tree.map(lambda a, b: a / b, _first_step(decayed, params, grads),
+                       _first_step(plain, params, grads))
+  np.testing.assert_allclose(ratio['encoder']['layers']['attention']['kernel'][:, 0, 0],
+                             [0.5 ** 3, 0.5 ** 2], rtol=1e-5)
+  np.testing.assert_allclose(ratio['encoder']['embeddings']['token_embed']['embedding'],
+                             0.5 ** 4, rtol=1e-5)
+  np.testing.assert_allclose(ratio['classifier']['kernel'], 1.0, rtol=1e-6)
+  config.layer_decay = 1.5
+  with pytest.raises(UserError, match='layer_decay'):
+    optimizers.make_optimizer(config, 10, num_layers=2)

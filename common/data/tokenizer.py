@@ -264,7 +264,7 @@ def get_tokenizer(tokenizer_config, workdir: str | None,
   get = tokenizer_config.get
   path = get('path', None)
   vocab_size = get('vocab_size', None)
-  in_workdir = _workdir_tokenizer(workdir) if workdir else None
+  in_workdir = workdir_tokenizer(workdir) if workdir else None
 
   if path:
     tokenizer = load_any(path)
@@ -306,7 +306,7 @@ def load_any(path: str) -> 'Tokenizer | hf_tokenizer.HFTokenizer':
   return Tokenizer.load(path)
 
 
-def _workdir_tokenizer(workdir: str) -> str | None:
+def workdir_tokenizer(workdir: str) -> str | None:
   """The workdir's tokenizer file, None if it has none yet."""
   found = [os.path.join(workdir, name) for name in _WORKDIR_FILES.values()
            if os.path.exists(os.path.join(workdir, name))]

@@ -12,13 +12,23 @@ class covers them, configured per family:
 | BertModel              | mlm       | encoder (+ pooler); mlm_head left to fresh init   |
 | RobertaForMaskedLM     | mlm       | encoder, mlm_head (+ pooler when the file has it) |
 | DistilBertForMaskedLM  | mlm       | encoder, mlm_head                                 |
+| RobertaModel           | mlm       | encoder (+ pooler)                                |
+| DistilBertModel        | mlm       | encoder                                           |
+| *ForSequenceClassification | classification | encoder, pooler, classifier           |
+
+The classifiers' heads (common/model/classifier.py `SequenceClassifier`): BERT's
+bert.pooler.dense and classifier (tanh); RoBERTa's classifier.dense and
+classifier.out_proj (tanh; RoBERTa's classifier has no roberta.pooler); DistilBERT's
+pre_classifier and classifier (relu) are our 'pooler' and 'classifier'.
 
 Exports go the other way, as the architecture the objective names
 (common/train/objectives.py `HFExport`): BertForPreTraining for mlm_nsp; for an MLM model
 RobertaForMaskedLM when position_offset > 0, DistilBertForMaskedLM without token types,
-BertForMaskedLM otherwise (no family here represents a factorized or shared encoder). A
-pooler in our params is written too (the MLM architectures ignore it, a later BertModel
-load uses it).
+BertForMaskedLM otherwise (no family here represents a factorized or shared encoder);
+for a classifier the family's *ForSequenceClassification when its head's activation is
+the classifier's; for params without heads the base model (BertModel, ...), named as
+the base model saves them (no 'bert.' prefix). A pooler in our params is written too
+(the MLM architectures ignore it, a later BertModel load uses it).
 """
 
 import dataclasses
@@ -149,6 +159,9 @@ class MaskedLMConverter(hf.Converter):
     tied: HF name -> the tensor it must equal (tied output layers).
     pooler: whether the family has BERT's pooler.
     architectures: HF architecture written by an export -> the head groups it holds.
+    base_architecture: the base model (no heads; names without `prefix`).
+    classifier: the *ForSequenceClassification head's entries (`hf.classifier_entries`).
+    head_activations: {its architecture: the activation its head applies}.
   """
   model_type: str
   recipe: str
@@ -159,6 +172,9 @@ class MaskedLMConverter(hf.Converter):
   tied: dict
   pooler: bool
   architectures: dict
+  base_architecture: str
+  classifier: tuple
+  head_activations: dict
 
   def model_config(self, hf_config: dict, src: str) -> dict:
     if self.model_type == 'distilbert':
@@ -176,16 +192,24 @@ class MaskedLMConverter(hf.Converter):
                         "RoBERTa's LM head always applies gelu, ours model.hidden_act")
     return model_config_from_hf(hf_config, self.keys, src, position_offset=offset)
 
-  def entries(self, model_config: dict) -> list[hf.Entry]:
+  def encoder_entries(self, model_config: dict) -> list[hf.Entry]:
     p = self.prefix
     types = model_config.get('type_vocab_size', 2) > 0
     return (embedding_entries(p, 'encoder/embeddings', types) +
-            self.layers(p, 'encoder', model_config['num_layers']) + list(self.heads))
+            self.layers(p, 'encoder', model_config['num_layers']))
+
+  def entries(self, model_config: dict) -> list[hf.Entry]:
+    return self.encoder_entries(model_config) + list(self.heads)
 
   def import_model(self, src, hf_config, weights):
     hf.check_common(hf_config, src)
     model_config = self.model_config(hf_config, src)
     weights = hf.with_prefix(weights, self.prefix, 'embeddings.word_embeddings.weight')
+    if hf.is_classifier(weights, self.classifier):
+      (activation,) = self.head_activations.values()
+      return hf.import_classifier(
+          src, hf_config, weights, model_config,
+          self.encoder_entries(model_config) + list(self.classifier), activation)
     # With a sentence head: its pooler is in the shapes for files that have one.
     shapes = hf.param_shapes(mlm_model.MaskedLMModel(
         hf.unrolled(model_config), sentence_classes=2 if self.pooler else 0))
@@ -218,13 +242,18 @@ class MaskedLMConverter(hf.Converter):
         raise UserError(f'model.layer_norm_eps {spec.layer_norm_eps} cannot be exported '
                         f'as DistilBERT (fixed at {DISTILBERT_LAYER_NORM_EPS})')
       extra['sinusoidal_pos_embds'] = False
+    config = hf_config_from_ours(model_config, self.keys, architectures=[architecture],
+                                 model_type=self.model_type, **extra)
+    if architecture in self.head_activations:
+      return [hf.HFModel(config, self.encoder_entries(model_config) +
+                         list(self.classifier))]
     groups = {'encoder', *self.architectures[architecture]}
     if any(name.startswith('pooler/') for name in params):
       groups.add('pooler')
-    entries = [e for e in self.entries(model_config) if e.group in groups]
-    config = hf_config_from_ours(model_config, self.keys, architectures=[architecture],
-                                 model_type=self.model_type, **extra)
-    return [hf.HFModel(config, entries)]
+    model = hf.HFModel(config, [e for e in self.entries(model_config) if e.group in groups])
+    if architecture == self.base_architecture:
+      return [hf.base_model(model, self.prefix)]
+    return [model]
 
 
 BERT = MaskedLMConverter(
@@ -238,7 +267,11 @@ BERT = MaskedLMConverter(
     tied={'cls.predictions.decoder.weight': 'bert.embeddings.word_embeddings.weight',
           'cls.predictions.decoder.bias': 'cls.predictions.bias'}, pooler=True,
     architectures={'BertForPreTraining': ('mlm', 'pooler', 'nsp'),
-                   'BertForMaskedLM': ('mlm',)})
+                   'BertForMaskedLM': ('mlm',), 'BertModel': (),
+                   'BertForSequenceClassification': ('pooler', 'classifier')},
+    base_architecture='BertModel',
+    classifier=tuple(hf.classifier_entries('bert.pooler.dense', 'classifier')),
+    head_activations={'BertForSequenceClassification': 'tanh'})
 
 ROBERTA = MaskedLMConverter(
     model_type='roberta', recipe='roberta', prefix='roberta.', keys=BERT_KEYS,
@@ -247,7 +280,12 @@ ROBERTA = MaskedLMConverter(
                 mlm_head_entries('lm_head.dense', 'lm_head.layer_norm', 'lm_head.bias')),
     tied={'lm_head.decoder.weight': 'roberta.embeddings.word_embeddings.weight',
           'lm_head.decoder.bias': 'lm_head.bias'}, pooler=True,
-    architectures={'RobertaForMaskedLM': ('mlm',)})
+    architectures={'RobertaForMaskedLM': ('mlm',), 'RobertaModel': (),
+                   'RobertaForSequenceClassification': ('pooler', 'classifier')},
+    base_architecture='RobertaModel',
+    # RobertaForSequenceClassification has no roberta.pooler: its head's dense is ours.
+    classifier=tuple(hf.classifier_entries('classifier.dense', 'classifier.out_proj')),
+    head_activations={'RobertaForSequenceClassification': 'tanh'})
 
 DISTILBERT = MaskedLMConverter(
     model_type='distilbert', recipe='roberta', prefix='distilbert.', keys=DISTILBERT_KEYS,
@@ -256,4 +294,8 @@ DISTILBERT = MaskedLMConverter(
                                  'vocab_projector.bias')),
     tied={'vocab_projector.weight': 'distilbert.embeddings.word_embeddings.weight'},
     pooler=False,
-    architectures={'DistilBertForMaskedLM': ('mlm',)})
+    architectures={'DistilBertForMaskedLM': ('mlm',), 'DistilBertModel': (),
+                   'DistilBertForSequenceClassification': ('pooler', 'classifier')},
+    base_architecture='DistilBertModel',
+    classifier=tuple(hf.classifier_entries('pre_classifier', 'classifier')),
+    head_activations={'DistilBertForSequenceClassification': 'relu'})

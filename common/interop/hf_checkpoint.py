@@ -8,7 +8,16 @@ albert_jax/hf_albert.py; electra_jax/hf_electra.py), imported when that type is
 converted; a converter maps names: `Entry(hf name, our param path, head group)`.
 An export writes the model as one of the HF architectures its objective names
 (`HFExport` in common/train/objectives.py, electra_jax/objective.py): the first whose
-converter represents the model config.
+converter represents the model config. Two cases pick otherwise:
+- params without any head ('encoder' [+ 'pooler'], or an ELECTRA discriminator's
+  'embeddings' + 'discriminator'; e.g. an imported BertModel) are written as the
+  family's base model (BertModel, RobertaModel, DistilBertModel, ElectraModel,
+  AlbertModel): the objective's families in its order, each's `base_architecture`;
+- a fine-tuned classifier (objective 'classification', `common.model.classifier`) is
+  written as the *ForSequenceClassification whose head applies the classifier's
+  activation (`Converter.head_activations`); source.json says it ('head_activation',
+  with 'num_labels' and 'id2label' for the HF config). Such a directory imports back as
+  objective 'classification'.
 How a tensor changes between the two is decided by our parameter alone:
 - '.../kernel': torch Linear weights are [out, in], ours [in..., out...] with the
   attention kernels split by heads ([H, heads, head_dim] for query/key/value,
@@ -41,6 +50,7 @@ from common.data import tokenizer as tokenizer_lib
 from common.errors import UserError
 from common.interop import hf_tokenizer
 from common.interop import model_dir
+from common.model import classifier as classifier_lib
 from common.train import objectives
 
 SAFETENSORS, SAFETENSORS_INDEX = 'model.safetensors', 'model.safetensors.index.json'
@@ -84,6 +94,14 @@ def embed(hf: str, ours: str) -> list[Entry]:
   return [Entry(f'{hf}.weight', f'{ours}/embedding')]
 
 
+def classifier_entries(pooler: str, out: str) -> list[Entry]:
+  """An HF sequence-classification head <-> `SequenceClassifier`'s: the dense layer on
+  the first token (BERT's pooler, RoBERTa's classifier.dense, DistilBERT's
+  pre_classifier) and the output layer (classifier, classifier.out_proj)."""
+  return (linear(pooler, 'pooler/dense', 'pooler') +
+          linear(out, 'classifier/dense', 'classifier'))
+
+
 @dataclasses.dataclass
 class Imported:
   """What a converter makes of an HF directory.
@@ -95,6 +113,8 @@ class Imported:
     heads: head group -> whether the checkpoint had it.
     recipe: the recipe that continues pretraining it, when not the converter's.
     overrides: other `--config.` flags that recipe needs ({'objective.name': 'mlm'}).
+    source: more keys for source.json (a classifier's num_labels, head_activation,
+      id2label, problem_type).
   """
   model_config: dict
   params: dict
@@ -102,6 +122,7 @@ class Imported:
   heads: dict[str, bool]
   recipe: str = ''
   overrides: dict = dataclasses.field(default_factory=dict)
+  source: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -117,6 +138,16 @@ class HFModel:
   constants: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
+def base_model(model: HFModel, prefix: str) -> HFModel:
+  """`model` with its tensors named as the family's base model saves them (BertModel
+  writes 'embeddings.*', BertFor* 'bert.embeddings.*'; imports accept both)."""
+  def strip(name):
+    return name[len(prefix):] if name.startswith(prefix) else name
+  return dataclasses.replace(
+      model, entries=[dataclasses.replace(e, hf=strip(e.hf)) for e in model.entries],
+      constants={strip(k): v for k, v in model.constants.items()})
+
+
 class Converter:
   """A family's mapping; subclasses set the attributes and implement the methods.
 
@@ -124,10 +155,15 @@ class Converter:
     model_type: the HF `model_type` it reads and writes.
     recipe: experiments/<recipe>.py, the recipe that continues pretraining an import.
     architectures: the HF architectures `export_model` writes.
+    base_architecture: the one without heads (BertModel), for headless params.
+    head_activations: sequence-classification architecture -> the activation its
+      head applies ('tanh', 'gelu', 'relu'; common/model/classifier.py).
   """
   model_type: str
   recipe: str
   architectures: Collection[str]
+  base_architecture: str
+  head_activations: dict[str, str]
   options = ()  # Keyword options of import_model ('generator' for ELECTRA).
 
   def import_model(self, src: str, hf_config: dict,
@@ -162,19 +198,133 @@ def converter_for(model_type: str, src: str) -> Converter:
   return registry.resolve(CONVERTERS[model_type])
 
 
-def converter_for_export(objective: str, model_config: dict) -> tuple[Converter, str]:
+def converter_for_export(objective: str, model_config: dict, *,
+                         head_activation: str | None = None,
+                         headless: bool = False) -> tuple[Converter, str]:
   """The converter and HF architecture that write a model of this objective and config:
-  the first of the objective's architectures whose converter represents the config."""
+  the first of the objective's architectures whose converter represents the config.
+
+  Args:
+    objective: the objective the params belong to.
+    model_config: our `config.model` fields.
+    head_activation: a classifier's: only architectures whose head applies it.
+    headless: params without heads: the base architecture of the objective's families.
+  """
   export = objectives.hf_export(objective)
   for model_type, architecture in (export.architectures.items() if export else ()):
     converter = registry.resolve(CONVERTERS[model_type])
+    if headless:
+      architecture = converter.base_architecture
+    elif (head_activation is not None and
+          converter.head_activations.get(architecture) != head_activation):
+      continue
     if converter.represents(model_config):
       return converter, architecture
   settings = ', '.join(f'{key}={model_config.get(key, default)!r}' for key, default in (
       ('position_offset', 0), ('type_vocab_size', 2), ('embedding_size', 0),
       ('layer_sharing', 'none')))
+  if head_activation is not None:
+    settings += f', head_activation={head_activation!r}'
   raise UserError(f'no HF architecture represents objective {objective!r} with model '
-                  f'{settings}')
+                  f'{settings}' + (' (params without heads)' if headless else ''))
+
+
+# Top-level param scopes of an encoder without heads: ours (with BERT's pooler or not)
+# and an ELECTRA discriminator's.
+_HEADLESS = ({'encoder'}, {'encoder', 'pooler'}, {'embeddings', 'discriminator'})
+
+
+def is_headless(params: dict) -> bool:
+  """Whether nested params are an encoder alone (an imported BertModel, ...)."""
+  return set(params) in _HEADLESS
+
+
+# Sequence classifiers: the HF config keys and source.json keys of their labels.
+
+
+def classifier_head(record: dict, params: dict[str, np.ndarray], where: str) -> dict:
+  """A fine-tuned classifier's head settings, checked against its flat params.
+
+  Args:
+    record: source.json (or a workdir's objective config): 'head_activation'
+      (required), 'num_labels', 'id2label' (K names, or {"i": name}), 'problem_type'.
+    params: flat params; 'classifier/dense/kernel' gives num_labels when not recorded.
+    where: for messages.
+
+  Returns:
+    {'num_labels', 'head_activation', 'id2label' (list of K names), 'problem_type'}.
+  """
+  kernel = params.get('classifier/dense/kernel')
+  if kernel is None:
+    raise UserError(f'{where}: objective classification but the params have no '
+                    'classifier/dense/kernel')
+  num_labels = record.get('num_labels', kernel.shape[-1])
+  activation = record.get('head_activation')
+  if activation is None:
+    raise UserError(f"{where} does not say the classifier's head_activation (one of "
+                    f'{", ".join(classifier_lib.HEAD_ACTIVATIONS)})')
+  classifier_lib.check_head(num_labels, activation)
+  if num_labels != kernel.shape[-1]:
+    raise UserError(f'{where} says num_labels={num_labels} but the classifier has '
+                    f'{kernel.shape[-1]} outputs')
+  names = record.get('id2label') or [f'LABEL_{i}' for i in range(num_labels)]
+  if isinstance(names, dict):
+    try:
+      by_id = {int(k): str(v) for k, v in names.items()}
+    except ValueError as e:
+      raise UserError(f'{where}: id2label keys must be label ids: {e}') from e
+    names = [by_id.get(i) for i in range(num_labels)]
+  if len(names) != num_labels or None in names:
+    raise UserError(f'{where}: id2label must name labels 0..{num_labels - 1}, got '
+                    f'{record.get("id2label")!r}')
+  problem = record.get('problem_type') or (
+      'regression' if num_labels == 1 else 'single_label_classification')
+  return {'num_labels': num_labels, 'head_activation': activation,
+          'id2label': [str(n) for n in names], 'problem_type': problem}
+
+
+def classification_config(head: dict) -> dict:
+  """The HF config.json keys of a classifier's labels (`classifier_head`'s record)."""
+  return {'num_labels': head['num_labels'],
+          'id2label': {str(i): name for i, name in enumerate(head['id2label'])},
+          'label2id': {name: i for i, name in enumerate(head['id2label'])},
+          'problem_type': head['problem_type']}
+
+
+def is_classifier(weights: dict[str, np.ndarray], entries: Iterable[Entry]) -> bool:
+  """Whether an HF state dict has the classification head's output layer."""
+  return any(e.group == 'classifier' and e.hf in weights for e in entries)
+
+
+def import_classifier(src: str, hf_config: dict, weights: dict[str, np.ndarray],
+                      model_config: dict, entries: list[Entry], head_activation: str,
+                      also_used: Collection[str] = ()) -> Imported:
+  """An HF *ForSequenceClassification -> `SequenceClassifier` params.
+
+  Args:
+    entries: the encoder's and the head's (`classifier_entries`), all required.
+    head_activation: what the family's head applies.
+    also_used: HF names checked otherwise (ALBERT's identity projection).
+  """
+  out = next(e.hf for e in entries if e.ours == 'classifier/dense/kernel')
+  if out not in weights or weights[out].ndim != 2:
+    raise UserError(f'{src}: missing tensor {out}')
+  num_labels = int(weights[out].shape[0])
+  shapes = param_shapes(classifier_lib.SequenceClassifier(
+      unrolled(model_config), num_labels, head_activation))
+  flat, present, used = convert_in(src, weights, entries, shapes)
+  for e in entries:
+    if e.hf not in used:
+      raise UserError(f'{src}: missing tensor {e.hf}')
+  check_rest(src, weights, used | set(also_used), {})
+  id2label = hf_config.get('id2label') or {}
+  head = classifier_head({'head_activation': head_activation,
+                          'problem_type': hf_config.get('problem_type'),
+                          'id2label': id2label if len(id2label) == num_labels else None},
+                         flat, src)
+  heads = {g: v for g, v in present.items() if g != 'encoder'}
+  return Imported(model_config, model_dir.unflatten(flat), 'classification', heads,
+                  source=head)
 
 
 # Reading and writing HF directories.
@@ -386,8 +536,9 @@ def check_rest(src: str, weights: dict[str, np.ndarray], used: set[str],
     rest.append(name)
   if rest:
     shown = ', '.join(rest[:6]) + (f' and {len(rest) - 6} more' if len(rest) > 6 else '')
-    raise UserError(f'{src}: tensors that no pretraining model here has: {shown} (a '
-                    'fine-tuned task head? import the pretraining checkpoint)')
+    raise UserError(f'{src}: tensors that no model here has: {shown} (a task head '
+                    'other than sequence classification? import the pretraining '
+                    'checkpoint)')
 
 
 def convert_out(params: dict, entries: Iterable[Entry]) -> dict[str, np.ndarray]:
@@ -475,7 +626,7 @@ def import_dir(src: str, dst: str, **options) -> dict:
             'architectures': hf_config.get('architectures') or [],
             'objective': imported.objective, 'heads': imported.heads,
             'recipe': imported.recipe or converter.recipe,
-            'overrides': imported.overrides}
+            'overrides': imported.overrides, **imported.source}
   with model_dir.atomic_directory(dst) as tmp:
     source['tokenizer'] = _import_tokenizer(src, tmp, imported.model_config['vocab_size'])
     model_dir.write_contents(tmp, model_dir.set_layer_layout(imported.params, scanned),
@@ -483,9 +634,10 @@ def import_dir(src: str, dst: str, **options) -> dict:
   return source
 
 
-def load_ours(src: str, step: int | None = None) -> tuple[dict, dict, str, str]:
+def load_ours(src: str, step: int | None = None) -> tuple[dict, dict, str, str, dict]:
   """A model directory or training workdir -> (model fields, unrolled params, objective,
-  directory holding its tokenizer)."""
+  directory holding its tokenizer, record: source.json or the workdir's objective
+  config, where a classifier's head settings are)."""
   src = os.path.abspath(src)
   if model_dir.is_model_dir(src):
     if step is not None:
@@ -495,17 +647,19 @@ def load_ours(src: str, step: int | None = None) -> tuple[dict, dict, str, str]:
     if not objective:
       raise UserError(f'{src}/{model_dir.SOURCE} does not say which objective the params '
                       'belong to')
-    model_config = model_dir.model_fields(model_config)
+    model_config, record = model_dir.model_fields(model_config), source
   elif os.path.isfile(os.path.join(src, 'config.json')) and os.path.isdir(
       os.path.join(src, 'checkpoints')):
     config = model_dir.read_json(os.path.join(src, 'config.json'))
     params, _ = model_dir.restore_params(src, step)
     model_config, objective = config['model'], config['objective']['name']
+    record = config['objective']
     params = jax.tree.map(np.asarray, params)
   else:
     raise UserError(f'{src} is neither a model directory (params/, model_config.json) nor '
                     'a training workdir (config.json, checkpoints/)')
-  return model_config, model_dir.set_layer_layout(params, False), objective, src
+  return (model_config, model_dir.set_layer_layout(params, False), objective, src,
+          record)
 
 
 def export_dir(src: str, dst: str, *, step: int | None = None) -> dict:
@@ -520,15 +674,26 @@ def export_dir(src: str, dst: str, *, step: int | None = None) -> dict:
     {'architectures': per written subdir, 'notes': [...]} for the caller to report.
   """
   model_dir.check_new_directory(dst)  # Before the work; checked again when writing.
-  model_config, params, objective, tok_dir = load_ours(src, step)
+  model_config, params, objective, tok_dir, record = load_ours(src, step)
   if model_config.get('pre_layer_norm'):
     raise UserError('model.pre_layer_norm=True cannot be exported: every HF BERT-family '
                     'architecture is post-LayerNorm')
-  converter, architecture = converter_for_export(objective, model_config)
-  dropped = objectives.hf_export(objective).dropped  # Groups no HF architecture has.
+  export = objectives.hf_export(objective)
+  dropped = export.dropped if export else {}  # Groups no HF architecture has.
   notes = list(dropped.values())
-  params = model_dir.flatten({k: v for k, v in params.items() if k not in dropped})
+  params = {k: v for k, v in params.items() if k not in dropped}
+  headless = is_headless(params)
+  params = model_dir.flatten(params)
+  head = None
+  if objective == 'classification' and not headless:
+    head = classifier_head(record, params, src)
+  converter, architecture = converter_for_export(
+      objective, model_config, headless=headless,
+      head_activation=head and head['head_activation'])
   models = converter.export_model(model_config, architecture, params)
+  if head:
+    for model in models:
+      model.config.update(classification_config(head))
   left = set(params) - {e.ours for m in models for e in m.entries}
   if left:
     raise UserError('parameters that the HF architecture has no place for: '

@@ -40,6 +40,10 @@ from common.train.objectives import Objective
 Batch = dict[str, np.ndarray]
 # (fresh params, their shardings) -> params to start from.
 InitParams = Callable[[Any, Any], Any]
+# Host batches -> the objective's per-example outputs over all of them, concatenated.
+Predict = Callable[[Sequence[Batch]], dict[str, np.ndarray]]
+# Called on every process after each evaluation: (step, metrics, state, predict).
+EvalHook = Callable[[int, dict[str, float], Any, Predict], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +55,16 @@ class EvalSet:
       objective's names (`mlm_accuracy`); otherwise they are reported as
       `<name>_<metric>` (`shuffled_context_mlm_accuracy`).
     batches: this host's rows of each global batch (numpy, the objective's fields).
-    metrics: the objective's metrics to report (None: all of them).
+    metrics: the objective's (mean) metrics to report (None: all of them).
+    metric_fn: whole-set metrics, computed on the host from the objective's
+      per-example outputs (`Objective.predict_fn`) over every batch, with each batch's
+      fields too (labels, weights): {field: [N, ...]} -> {metric: value}. For what a
+      mean over batches cannot give (F1, Matthews, Pearson, Spearman).
   """
   name: str
   batches: Sequence[Batch]
   metrics: tuple[str, ...] | None = None
+  metric_fn: Callable[[dict[str, np.ndarray]], dict[str, float]] | None = None
 
 
 def check_train_config(train) -> None:
@@ -87,9 +96,29 @@ def global_batch(local_batch: Batch, mesh, keys: Sequence[str]) -> dict[str, jax
           for k in keys}
 
 
+def _host(x: jax.Array) -> np.ndarray:
+  """A replicated global array as numpy (every process holds all of it)."""
+  return np.asarray(x.addressable_data(0))
+
+
+def make_predict(predict_step, state, mesh, keys: Sequence[str]) -> Predict:
+  """`predict(batches)`: the objective's per-example outputs, plus every batch field,
+  concatenated over the global batches in order."""
+
+  def predict(batches: Sequence[Batch]) -> dict[str, np.ndarray]:
+    parts = []
+    for batch in batches:
+      outputs = predict_step(state.params, state.frozen, global_batch(batch, mesh, keys))
+      parts.append({k: _host(v) for k, v in outputs.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in (parts[0] if parts else {})}
+
+  return predict
+
+
 def evaluate(eval_step, state, eval_sets: Sequence[EvalSet], mesh,
-             keys: Sequence[str]) -> dict[str, float]:
-  """Every evaluation set's metrics, averaged over its batches, in one flat dict."""
+             keys: Sequence[str], predict: Predict | None = None) -> dict[str, float]:
+  """Every evaluation set's metrics (means over its batches, and its `metric_fn` on
+  the whole set) in one flat dict."""
   out = {}
   for eval_set in eval_sets:
     total = None
@@ -97,9 +126,15 @@ def evaluate(eval_step, state, eval_sets: Sequence[EvalSet], mesh,
       total = metrics_lib.add(total, eval_step(state.params, state.frozen,
                                                global_batch(batch, mesh, keys)))
     metrics = metrics_lib.average(total) if total is not None else {}
+    if eval_set.metrics is not None:
+      metrics = {k: v for k, v in metrics.items() if k in eval_set.metrics}
+    if eval_set.metric_fn is not None and eval_set.batches:
+      if predict is None:
+        raise ValueError(f'evaluation set {eval_set.name!r} has a metric_fn but the '
+                         'objective has no predict_fn')
+      metrics.update(eval_set.metric_fn(predict(eval_set.batches)))
     for name, value in metrics.items():
-      if eval_set.metrics is None or name in eval_set.metrics:
-        out[f'{eval_set.name}_{name}' if eval_set.name else name] = value
+      out[f'{eval_set.name}_{name}' if eval_set.name else name] = value
   return out
 
 
@@ -114,7 +149,8 @@ def _fmt(metrics: dict[str, float], keys: tuple[str, ...]) -> dict[str, str]:
 def run(config, workdir: str, *, objective: Objective, train_iter: Any,
         example_batch: Batch, eval_sets: Sequence[EvalSet] = (),
         init_params: InitParams | None = None, summary_extra: dict | None = None,
-        stop_after: int | None = None) -> dict[str, Any]:
+        on_eval: EvalHook | None = None, stop_after: int | None = None
+        ) -> dict[str, Any]:
   """Trains `objective` on `train_iter` for `config.train.steps` updates in `workdir`.
 
   Args:
@@ -130,6 +166,8 @@ def run(config, workdir: str, *, objective: Objective, train_iter: Any,
     init_params: for a fresh run (no checkpoint), maps the freshly initialised params
       and their shardings to the params to start from.
     summary_extra: more fields for summary.json (e.g. the tokenizer file).
+    on_eval: called after every evaluation with (step, metrics, state, predict), e.g.
+      to keep the best checkpoint on a dev set or write test-set predictions.
     stop_after: stop (with a checkpoint) once this step is reached, as a preempted run
       would; the schedule still follows `config.train.steps`.
 
@@ -149,7 +187,8 @@ def run(config, workdir: str, *, objective: Objective, train_iter: Any,
   if train_cfg.batch_size % (dp * accum):
     raise UserError(f'train.batch_size {train_cfg.batch_size} does not split over {dp} '
                     f'data-parallel devices x {accum} accumulation steps')
-  tx, schedule = optimizers.make_optimizer(config.optimizer, train_cfg.steps)
+  tx, schedule = optimizers.make_optimizer(config.optimizer, train_cfg.steps,
+                                           config.model.num_layers)
   init_rng, loop_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   init_batch = {k: jnp.asarray(np.repeat(example_batch[k][:1], dp, axis=0)) for k in keys}
   checkpointer = checkpoint_lib.Checkpointer(
@@ -183,13 +222,24 @@ def run(config, workdir: str, *, objective: Objective, train_iter: Any,
       step_fn = train_step_lib.make_train_step(objective, tx, schedule, state_shardings,
                                                mesh, accum)
       eval_fn = train_step_lib.make_eval_step(objective, state_shardings, mesh)
+      predict_step = (train_step_lib.make_predict_step(objective, state_shardings, mesh)
+                      if objective.predict_fn is not None else None)
+
+      def evaluate_now(step: int) -> dict[str, float]:
+        predict = (make_predict(predict_step, state, mesh, keys)
+                   if predict_step is not None else None)
+        metrics = evaluate(eval_fn, state, eval_sets, mesh, keys, predict)
+        log.write(step, metrics, prefix='eval_')
+        if on_eval is not None:
+          on_eval(step, metrics, state, predict)
+        return metrics
 
       tokens_per_step = train_cfg.batch_size * config.data.max_seq_length
       flops_per_token = objective.flops_per_token
       peak = flops_lib.peak_flops_per_device(train_cfg)
       last_step = min(train_cfg.steps, stop_after or train_cfg.steps)
       if start_step == 0:
-        log.write(0, evaluate(eval_fn, state, eval_sets, mesh, keys), prefix='eval_')
+        evaluate_now(0)
       loop_state = {'rng': np.asarray(loop_rng).tolist()}
       bar = tqdm(total=train_cfg.steps, initial=start_step, disable=not is_main,
                  desc=config.name or 'train', dynamic_ncols=True, mininterval=1.0)
@@ -227,8 +277,7 @@ def run(config, workdir: str, *, objective: Objective, train_iter: Any,
           window, window_start, window_steps = None, time.time(), 0
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
           eval_start = time.time()
-          eval_metrics = evaluate(eval_fn, state, eval_sets, mesh, keys)
-          log.write(step, eval_metrics, prefix='eval_')
+          eval_metrics = evaluate_now(step)
           if is_main:
             bar.write(f'step {step}: held-out ' + ', '.join(
                 f'{k} {v:.4f}' for k, v in eval_metrics.items()))

@@ -48,6 +48,9 @@ class Objective:
       (common/train/flops.py), for MFU.
     frozen: parameters the loss reads and the optimizer never updates (a distillation
       teacher, a frozen encoder): where they come from (common/train/frozen.py).
+    predict_fn: (params, batch) -> per-example outputs ({'predictions': [B, ...]}),
+      for evaluation sets scored on whole-set metrics (F1, correlations) and for
+      test-set predictions; None for objectives scored by their loss metrics alone.
   """
   name: str
   model: nn.Module
@@ -55,6 +58,7 @@ class Objective:
   batch_keys: tuple[str, ...]
   flops_per_token: float
   frozen: FrozenParams | None = None
+  predict_fn: Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +209,34 @@ OBJECTIVES: dict[str, str] = {
 }
 
 
+# Objective name -> where the function lives that takes the params it trained to the
+# encoder a task head sits on: {'encoder': ..., 'pooler': ... (where it has one)}.
+ENCODERS: dict[str, str] = {
+    'mlm': 'common.train.objectives:encoder_and_pooler',
+    'mlm_nsp': 'common.train.objectives:encoder_and_pooler',
+    'mlm_sop': 'common.train.objectives:encoder_and_pooler',
+    'mlm_sbo': 'common.train.objectives:encoder_and_pooler',
+    'classification': 'common.train.objectives:encoder_and_pooler',
+    'electra': 'electra_jax.export:discriminator_encoder',
+}
+
+
+def encoder_and_pooler(params: dict) -> dict:
+  """The shared encoder of a MaskedLMModel-like tree, with its pooler if it has one."""
+  return {k: params[k] for k in ('encoder', 'pooler') if k in params}
+
+
+def encoder_params(name: str, params: dict) -> dict:
+  """The encoder (and pooler) in the params objective `name` trained."""
+  if name not in ENCODERS:
+    raise UserError(f'objective {name!r} has no encoder to fine-tune; known: '
+                    f'{sorted(ENCODERS)}')
+  encoder = registry.resolve(ENCODERS[name])(params)
+  if 'encoder' not in encoder:
+    raise UserError(f'the {name!r} parameters hold no encoder')
+  return encoder
+
+
 def get_objective(config) -> Objective:
   """The objective named by `config.objective.name`."""
   name = config.objective.name
@@ -221,6 +253,13 @@ SOP_EXPORT = HFExport({'albert': 'AlbertForPreTraining'})
 SBO_EXPORT = dataclasses.replace(MLM_EXPORT, dropped={
     'sbo_head': 'the span-boundary head (sbo_head) is not part of any HF architecture: '
                 'exported the encoder and MLM head only'})
+# A fine-tuned SequenceClassifier (common/model/classifier.py): the family is picked by
+# the model config and by the head's activation (hf_checkpoint.converter_for_export).
+CLASSIFICATION_EXPORT = HFExport({
+    'bert': 'BertForSequenceClassification', 'roberta': 'RobertaForSequenceClassification',
+    'distilbert': 'DistilBertForSequenceClassification',
+    'electra': 'ElectraForSequenceClassification',
+    'albert': 'AlbertForSequenceClassification'})
 
 # Objective name -> where its `HFExport` lives, as `OBJECTIVES`. An objective without
 # an entry has no HF architecture.
@@ -230,6 +269,7 @@ HF_EXPORTS: dict[str, str] = {
     'mlm_sop': 'common.train.objectives:SOP_EXPORT',
     'mlm_sbo': 'common.train.objectives:SBO_EXPORT',
     'electra': 'electra_jax.objective:HF_EXPORT',
+    'classification': 'common.train.objectives:CLASSIFICATION_EXPORT',
 }
 
 

@@ -154,6 +154,22 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
                  out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
+def make_predict_step(objective: Objective, state_shardings: Any, mesh: Mesh):
+  """The jitted `(params, frozen, batch) -> per-example outputs` of
+  `objective.predict_fn` (e.g. a classifier's predictions) beside the batch's own
+  fields (labels, weights), replicated so every host reads the whole global batch."""
+
+  def predict_fn(params, frozen, batch):
+    del frozen  # No objective with a predict_fn reads frozen parameters yet.
+    return {**batch, **objective.predict_fn(params, batch)}
+
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data = {k: sharding.batch_sharding(mesh) for k in objective.batch_keys}
+  return jax.jit(predict_fn, in_shardings=(state_shardings.params,
+                                           state_shardings.frozen, data),
+                 out_shardings=replicated)
+
+
 def make_eval_step(objective: Objective, state_shardings: Any, mesh: Mesh):
   """The jitted `(params, frozen, batch) -> metrics` without dropout."""
 
