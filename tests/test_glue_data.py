@@ -372,7 +372,7 @@ def test_generic_jsonl_classification_and_errors(tmp_path):
   assert glue.read_split(task, str(tmp_path), 'train') == [
       Example('a', None, 1, '0'), Example('b', None, 0, '1')]
   _write(tmp_path, 'dev.jsonl', [json.dumps({'text': 'a', 'label': 1}), '{oops'])
-  with pytest.raises(UserError, match=r'dev\.jsonl:2: not valid JSON'):
+  with pytest.raises(UserError, match=r'dev\.jsonl:2: bad JSON'):
     glue.read_split(task, str(tmp_path), 'dev')
   _write(tmp_path, 'dev.jsonl', [json.dumps({'txt': 'a', 'label': 1})])
   with pytest.raises(UserError, match=r"dev\.jsonl:1: no field 'text'"):

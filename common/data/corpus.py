@@ -350,6 +350,22 @@ def read_text_files(paths: Sequence[str] | str,
   return corpus
 
 
+def jsonl_records(path: str) -> Iterable[tuple[int, dict]]:
+  """(1-based line number, object) of each non-blank line of a JSONL file; a line that
+  is not a JSON object is a UserError naming the file and line."""
+  for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f'{path}:{lineno}: bad JSON ({e.msg})') from e
+    if not isinstance(record, dict):
+      raise UserError(f'{path}:{lineno}: expected a JSON object, got '
+                      f'{type(record).__name__}')
+    yield lineno, record
+
+
 def read_jsonl(paths: Sequence[str] | str, text_field: str = 'text') -> Corpus:
   """Reads JSON-lines files: one document per line, from its `text_field`.
 
@@ -366,16 +382,7 @@ def read_jsonl(paths: Sequence[str] | str, text_field: str = 'text') -> Corpus:
   """
   corpus = []
   for path in _expand_paths(paths):
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f'{path}:{lineno}: bad JSON ({e.msg})') from e
-      if not isinstance(record, dict):
-        raise UserError(f'{path}:{lineno}: expected a JSON object, got '
-                        f'{type(record).__name__}')
+    for lineno, record in jsonl_records(path):
       if text_field not in record:
         raise UserError(f'{path}:{lineno}: no field {text_field!r} (fields: '
                         f'{", ".join(sorted(record)) or "none"})')

@@ -51,6 +51,7 @@ from absl import logging
 import numpy as np
 
 from common import atomic_files
+from common.data import corpus
 from common.data import packing
 from common.errors import UserError
 
@@ -525,34 +526,25 @@ def _columns_by_name(path: str, header: list[str], spec: SplitSpec):
 
 def _jsonl_rows(path: str, spec: SplitSpec) -> _Rows:
   rows = []
-  with open(path, encoding='utf-8-sig') as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f'{path}:{line_no}: not valid JSON ({e.msg})') from e
-      if not isinstance(obj, dict):
-        raise UserError(f'{path}:{line_no}: not a JSON object')
-      wanted = list(spec.text_columns) + ([spec.label_column] if spec.label_required
-                                          else [])
-      missing = [c for c in wanted if c not in obj]
-      if missing:
-        raise UserError(f'{path}:{line_no}: no field {missing[0]!r}')
-      texts = [obj[c] for c in spec.text_columns]
-      if not isinstance(texts[0], str) or not all(
-          t is None or isinstance(t, str) for t in texts[1:]):
-        raise UserError(f'{path}:{line_no}: the text fields '
-                        f'{list(spec.text_columns)} must be strings')
-      label = obj.get(spec.label_column)
-      if label is not None and not isinstance(label, str):
-        label = json.dumps(label)  # 1 -> '1', true -> 'true', as written.
-      index = obj.get(spec.index_column)
-      label = None if label is None else label.strip()
-      rows.append((line_no, texts[0], texts[1] if len(texts) > 1 else None,
-                   label or (label if spec.label_required else None),
-                   str(len(rows)) if index is None else str(index)))
+  for line_no, obj in corpus.jsonl_records(path):
+    wanted = list(spec.text_columns) + ([spec.label_column] if spec.label_required
+                                        else [])
+    missing = [c for c in wanted if c not in obj]
+    if missing:
+      raise UserError(f'{path}:{line_no}: no field {missing[0]!r}')
+    texts = [obj[c] for c in spec.text_columns]
+    if not isinstance(texts[0], str) or not all(
+        t is None or isinstance(t, str) for t in texts[1:]):
+      raise UserError(f'{path}:{line_no}: the text fields '
+                      f'{list(spec.text_columns)} must be strings')
+    label = obj.get(spec.label_column)
+    if label is not None and not isinstance(label, str):
+      label = json.dumps(label)  # 1 -> '1', true -> 'true', as written.
+    index = obj.get(spec.index_column)
+    label = None if label is None else label.strip()
+    rows.append((line_no, texts[0], texts[1] if len(texts) > 1 else None,
+                 label or (label if spec.label_required else None),
+                 str(len(rows)) if index is None else str(index)))
   return _Rows(rows, 0)
 
 
