@@ -22,7 +22,9 @@ def write_bytes(path: str, data: bytes) -> None:
     with open(tmp, 'wb') as f:
       f.write(data)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:  # A failed write names no file.
+      raise OSError(e.errno, e.strerror, path) from e
     raise

@@ -83,7 +83,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.objective = dict(
       name='mlm_nsp',
       sbo_weight=1.0, sbo_positions=200,
-      generator_weight=1.0, discriminator_weight=50.0, temperature=1.0)
+      generator_weight=1.0, discriminator_weight=50.0, temperature=1.0,
+      # 'distillation' (common/train/distillation.py): loss = alpha_ce * T^2 KL of the
+      # soft targets at T = distill_temperature (over 'all' real tokens or the
+      # 'masked' ones) + alpha_mlm * MLM + alpha_cos * cosine of the last hidden
+      # states + alpha_attention * attention-score MSE + alpha_hidden * embedding and
+      # hidden-state MSE; DistilBERT's README values, TinyBERT's terms off.
+      alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_attention=0.0,
+      alpha_hidden=0.0, distill_temperature=2.0, soft_target_positions='all')
 
   # Masking: 15% of tokens, 80% [MASK] / 10% random / 10% kept, at most 20 per
   # 128-token sequence, static: dupe_factor copies with fixed masks
@@ -102,7 +109,9 @@ def get_config() -> ml_collections.ConfigDict:
       # 'ernie': knowledge units (phrases, entities) for this share of the inputs,
       # phrases from a lexicon file or corpus PMI (common/data/phrases.py).
       ernie_knowledge_prob=0.5, phrase_lexicon_path='', phrase_min_pmi=3.0,
-      phrase_passes=2)
+      phrase_passes=2,
+      # 'frequency' (DistilBERT's reference option): p(token) ~ count^-mlm_smoothing.
+      mlm_smoothing=0.7)
 
   # Data: segment pairs [CLS] A [SEP] B [SEP], B the true next text half the time; 10%
   # of examples shorter (short_seq_prob). Source: the embedded default corpus (Python's
@@ -138,7 +147,21 @@ def get_config() -> ml_collections.ConfigDict:
       eval_every=10_000, eval_batches=50, eval_batch_size=256, checkpoint_every=10_000,
       keep_checkpoints=3, data_threads=2,
       peak_flops_per_device=0.0,  # 0: known accelerators' peak (common/train/flops.py).
-      init_from='')  # A model directory to start from (launch.convert --from=hf).
+      init_from='',  # A model directory to start from (launch.convert --from=hf).
+      # Non-finite loss, gradient or update (common/train/nonfinite.py): 'halt' stops
+      # with one error line and writes nothing after the last good checkpoint; 'skip'
+      # drops the update (the step still counts) and logs skipped_steps, halting after
+      # nonfinite_max_consecutive bad steps in a row.
+      nonfinite='halt', nonfinite_max_consecutive=10)
+
+  # Teacher: read only by objective 'distillation' (DistilBERT, TinyBERT). path: a
+  # pretraining workdir or model directory (none here); layer_map: the teacher layer
+  # of each student layer ('spread', 'block_last' or indices '0,2,4,7,9,11');
+  # init_student: start the student from the teacher's embeddings, MLM head and
+  # mapped layers; hidden_projection: TinyBERT's learned student -> teacher width
+  # map ('none', 'shared', 'per_layer').
+  config.teacher = dict(path='', layer_map='spread', init_student=False,
+                        hidden_projection='none')
 
   # Mesh: pure data parallelism over every device (dcn_data: slices, multi-slice TPU).
   config.mesh = dict(shape=dict(data=-1, fsdp=1, tensor=1), dcn_data=1)

@@ -22,12 +22,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from common.errors import UserError
 from common.interop import hf_checkpoint
 from common.interop import model_dir
 # One way to report bad input for every entry point: one `error:` line, exit 2.
 from launch.cli import fail
 from launch.cli import parse_flags
+from launch.cli import run_main
 
 _FROM = flags.DEFINE_enum('from', None, ['hf', 'ours'], 'What --src holds.')
 _TO = flags.DEFINE_enum('to', None, ['hf', 'ours'],
@@ -124,37 +124,39 @@ def main(argv: list[str]) -> None:
   if not _SRC.value or not _DST.value:
     fail('--src and --dst are required')
   logging.set_verbosity(logging.WARNING)
-  try:
-    if source == 'hf':
-      if _STEP.value is not None:
-        fail('--step applies to --from=ours')
-      result = import_hf(_SRC.value, _DST.value, generator=_GENERATOR.value)
-      heads = result['heads']
-      print(f'wrote {os.path.abspath(_DST.value)}: {result["model_type"]} -> objective '
-            f'{result["objective"]}; heads found: '
-            f'{", ".join(h for h, ok in heads.items() if ok) or "none"}; left to fresh '
-            f'init: {", ".join(h for h, ok in heads.items() if not ok) or "none"}; '
-            f'tokenizer: {result["tokenizer"] or "none (no tokenizer files)"}')
-      if result['objective'] == 'classification':
-        print('fine-tune or evaluate it with:\n  python -m launch.finetune '
-              '--config=experiments/glue.py:TASK --config.init_from='
-              f'{os.path.abspath(_DST.value)} --config.data_dir=DATA_DIR --workdir=WORKDIR')
-      else:
-        print('continue pretraining with:\n  ' + result['command'])
-        print('or fine-tune it with:\n  python -m launch.finetune '
-              '--config=experiments/glue.py:TASK --config.init_from='
-              f'{os.path.abspath(_DST.value)} --config.data_dir=DATA_DIR --workdir=WORKDIR')
+  if source == 'hf' and _STEP.value is not None:
+    fail('--step applies to --from=ours')
+  if source != 'hf' and _GENERATOR.value:
+    fail('--generator applies to --from=hf')
+  run_main(lambda: _convert(source))
+
+
+def _convert(source: str) -> None:
+  """The conversion itself; its errors become one line (launch/cli.py run_main)."""
+  if source == 'hf':
+    result = import_hf(_SRC.value, _DST.value, generator=_GENERATOR.value)
+    heads = result['heads']
+    print(f'wrote {os.path.abspath(_DST.value)}: {result["model_type"]} -> objective '
+          f'{result["objective"]}; heads found: '
+          f'{", ".join(h for h, ok in heads.items() if ok) or "none"}; left to fresh '
+          f'init: {", ".join(h for h, ok in heads.items() if not ok) or "none"}; '
+          f'tokenizer: {result["tokenizer"] or "none (no tokenizer files)"}')
+    if result['objective'] == 'classification':
+      print('fine-tune or evaluate it with:\n  python -m launch.finetune '
+            '--config=experiments/glue.py:TASK --config.init_from='
+            f'{os.path.abspath(_DST.value)} --config.data_dir=DATA_DIR --workdir=WORKDIR')
     else:
-      if _GENERATOR.value:
-        fail('--generator applies to --from=hf')
-      result = export_hf(_SRC.value, _DST.value, step=_STEP.value)
-      for subdir, architecture in result['architectures'].items():
-        print(f'wrote {os.path.normpath(os.path.join(os.path.abspath(_DST.value), subdir))}'
-              f': {architecture}')
-      for note in result['notes']:
-        print(f'note: {note}')
-  except UserError as e:
-    fail(str(e))
+      print('continue pretraining with:\n  ' + result['command'])
+      print('or fine-tune it with:\n  python -m launch.finetune '
+            '--config=experiments/glue.py:TASK --config.init_from='
+            f'{os.path.abspath(_DST.value)} --config.data_dir=DATA_DIR --workdir=WORKDIR')
+  else:
+    result = export_hf(_SRC.value, _DST.value, step=_STEP.value)
+    for subdir, architecture in result['architectures'].items():
+      print(f'wrote {os.path.normpath(os.path.join(os.path.abspath(_DST.value), subdir))}'
+            f': {architecture}')
+    for note in result['notes']:
+      print(f'note: {note}')
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ from absl import logging
 from common.errors import UserError
 from launch.cli import fail
 from launch.cli import parse_flags
+from launch.cli import run_main
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A launch.train workdir.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Fine-tuning seeds per task and start.')
@@ -132,12 +133,13 @@ def main(argv: list[str]) -> None:
     fail('--workdir is required: a launch.train workdir')
   logging.set_verbosity(logging.WARNING)
   from common.train import distributed  # pylint: disable=g-import-not-at-top
-  try:
+
+  def body():
     distributed.initialize()
-    rows = evaluate(_WORKDIR.value, seeds=_SEEDS.value, epochs=_EPOCHS.value,
+    return evaluate(_WORKDIR.value, seeds=_SEEDS.value, epochs=_EPOCHS.value,
                     learning_rate=_LEARNING_RATE.value)
-  except UserError as e:
-    fail(str(e))
+
+  rows = run_main(body, _WORKDIR.value)
   for task, row in rows.items():
     print(f'{task}: pretrained {row["pretrained"]["mean"]:.3f}, random '
           f'{row["random"]["mean"]:.3f}, majority {row["majority"]:.3f}')

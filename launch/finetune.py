@@ -9,7 +9,8 @@ directory, or `random`. Writes one directory per run (seed, learning rate) with
 metrics.jsonl, TensorBoard events, a plot and `best/` (the best dev parameters, a model
 directory), then `results.json` (median and best over seeds) and `submission/` (test
 predictions in the GLUE submission format). Started again, finished runs are kept and
-an interrupted one resumes. Bad input: one `error:` line, exit status 2.
+an interrupted one resumes; SIGTERM/SIGINT stop it with a checkpoint (exit status 0 /
+130). Bad input: one `error:` line, exit status 2 (launch/cli.py).
 """
 
 from absl import app
@@ -17,10 +18,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from common.errors import UserError
 from launch.cli import check_loaded
-from launch.cli import fail
 from launch.cli import parse_flags
+from launch.cli import run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Fine-tuning file and task, e.g. experiments/glue.py:sst2.',
@@ -33,11 +33,12 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   from common.train import distributed  # pylint: disable=g-import-not-at-top
   from common.train import finetuning  # pylint: disable=g-import-not-at-top
-  try:
+
+  def body():
     distributed.initialize()
-    results = finetuning.finetune(config, _WORKDIR.value)
-  except UserError as e:
-    fail(str(e))
+    return finetuning.finetune(config, _WORKDIR.value)
+
+  results = run_main(body, _WORKDIR.value)
   median = results.get('median', {})
   print(f'done: {results["task"]}, {len(results["runs"])} runs; median dev '
         + ', '.join(f'{k} {v:.4f}' for k, v in sorted(median.items()))

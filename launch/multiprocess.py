@@ -9,10 +9,14 @@ to check a multi-host change before paying for a pod.
       --config=experiments/bert.py:demo --workdir=/tmp/bert_2proc
 
 Everything after `--` goes to launch.train unchanged. If one process fails, the
-others are stopped and the exit status is the failed process's.
+others are stopped and the exit status is the failed process's. SIGTERM or SIGINT
+sent to this launcher is passed on once to every process (they run in their own
+sessions, so a Ctrl-C in the terminal reaches them only this way), and they stop
+together after a checkpoint (common/train/preemption.py).
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,20 +48,33 @@ def launch(train_args: list[str], num_processes: int, devices_per_process: int,
            'JAX_NUM_PROCESSES': str(num_processes), 'JAX_PROCESS_ID': str(process_id),
            'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices_per_process}'}
     procs.append(subprocess.Popen([sys.executable, '-m', 'launch.train', *train_args],
-                                  env=env))
+                                  env=env, start_new_session=True))
+
+  def forward(signum, frame):
+    del frame
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signum)
+
+  previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
   status = 0
-  while any(p.poll() is None for p in procs):
-    failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
-    if failed:
-      status = failed[0]
-      for p in procs:
-        if p.poll() is None:
-          p.terminate()
-      break
-    time.sleep(0.2)
-  for p in procs:
-    p.wait()
-    status = status or p.returncode
+  try:
+    while any(p.poll() is None for p in procs):
+      # 130: stopped by SIGINT after a checkpoint, as the others will be shortly.
+      failed = [p.returncode for p in procs if p.returncode not in (None, 0, 130)]
+      if failed:
+        status = failed[0]
+        for p in procs:
+          if p.poll() is None:
+            p.kill()  # A peer is gone: the others would wait for it in a collective.
+        break
+      time.sleep(0.2)
+    for p in procs:
+      p.wait()
+      status = status or p.returncode
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
   return status
 
 

@@ -12,6 +12,14 @@
 # workers can write (orbax writes checkpoints there from every host). No
 # hyperparameters live here: they are in the experiment file and its --config.* flags.
 # On the workers JAX finds the pod's other hosts itself (common/train/distributed.py).
+#
+# `run` restarts the command until the run is done. On SIGTERM (a maintenance event or
+# a spot preemption notice) launch.train finishes its step, saves a checkpoint, prints
+# "preempted (SIGTERM) at step N: ..." and exits 0; a lost connection (the VM went
+# away) ends ssh with 255. Both are retried after RETRY_WAIT seconds (default 60), at
+# most MAX_RESTARTS times (default 100); each retry resumes from the latest
+# checkpoint, and a finished run reports "run complete" and stops the loop. Bad input
+# (exit 2) or a crash is not retried.
 set -euo pipefail
 
 cmd=${1:?usage: tpu_vm.sh create|install|run|delete NAME ZONE ...}
@@ -44,7 +52,24 @@ case "$cmd" in
   run)
     [[ ${1:-} == -- ]] && shift
     args=$(printf ' %q' "$@")
-    ssh_all "cd $repo_dir && python3 -m launch.train$args"
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    for (( attempt = 1; attempt <= ${MAX_RESTARTS:-100}; attempt++ )); do
+      status=0
+      ssh_all "cd $repo_dir && python3 -m launch.train$args" 2>&1 | tee "$log" \
+        || status=${PIPESTATUS[0]}
+      if [[ $status == 0 ]] && ! grep -q 'preempted (SIG' "$log"; then
+        exit 0  # Done (or "run complete").
+      fi
+      if [[ $status != 0 && $status != 255 ]]; then
+        exit "$status"  # Bad input or a crash: retrying would not help.
+      fi
+      echo "tpu_vm.sh: run interrupted (attempt $attempt, status $status); resuming in" \
+        "${RETRY_WAIT:-60}s" >&2
+      sleep "${RETRY_WAIT:-60}"
+    done
+    echo "tpu_vm.sh: giving up after ${MAX_RESTARTS:-100} attempts" >&2
+    exit 1
     ;;
   delete)
     gcloud compute tpus tpu-vm delete "$name" --zone="$zone" --quiet

@@ -4,8 +4,12 @@ r"""Pretrains a BERT-family encoder from an experiment file.
   python -m launch.train --config=experiments/roberta.py:base --workdir=gs://... \
       --config.train.steps=1000
 
-Started again on the same workdir it resumes from the latest checkpoint. Bad input ends
-with one line naming the problem and exit status 2; the workdir is left as it was.
+Started again on the same workdir it resumes from the latest checkpoint, and a finished
+run is reported without touching it. SIGTERM (preemption, SLURM, Kubernetes) or SIGINT
+finish the current step, save a checkpoint and exit with status 0 (SIGTERM) or 130
+(SIGINT); run the same command to resume. Bad input ends with one line naming the
+problem and exit status 2, and a refused run leaves the filesystem as it found it
+(launch/cli.py lists the exit statuses; --debug shows tracebacks).
 """
 
 from absl import app
@@ -13,10 +17,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from common.errors import UserError
 from launch.cli import check_loaded
-from launch.cli import fail
 from launch.cli import parse_flags
+from launch.cli import run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment file and size, e.g. experiments/bert.py:demo.',
@@ -33,12 +36,19 @@ def main(argv: list[str]) -> None:
   # Imported here so that --help and flag errors do not pay for importing JAX.
   from common.train import distributed  # pylint: disable=g-import-not-at-top
   from common.train import pretraining  # pylint: disable=g-import-not-at-top
-  try:
+
+  def body():
     distributed.initialize()
-    summary = pretraining.pretrain(config, _WORKDIR.value, stop_after=_STOP_AFTER.value)
-  except UserError as e:
-    fail(str(e))
-  if summary.get('eval'):
+    return pretraining.pretrain(config, _WORKDIR.value, stop_after=_STOP_AFTER.value)
+
+  summary = run_main(body, _WORKDIR.value)
+  if summary.get('already_complete'):
+    held_out = ', '.join(f'{k} {v:.4f}' for k, v in summary.get('eval', {}).items()
+                         if isinstance(v, (int, float)))
+    print(f'run complete: step {summary["step"]} of {summary["total_steps"]} was reached '
+          f'before, nothing to do{"; held-out " + held_out if held_out else ""}; summary '
+          f'in {_WORKDIR.value}/summary.json')
+  elif summary.get('eval'):
     metrics = ', '.join(f'{k} {v:.4f}' for k, v in summary['eval'].items())
     print(f'done: step {summary["step"]}, held-out {metrics}, '
           f'{summary["wall_time_sec"]:.0f}s; outputs in {_WORKDIR.value}')

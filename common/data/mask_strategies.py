@@ -13,6 +13,7 @@ any MLM-style objective:
 | span | words | geometric spans (SpanBERT) | 80/10/10 per span |
 | macbert | words | n-grams 40/30/20/10% | similar / random / kept per word |
 | ernie | phrases, entities, words | each unit p = mask_prob | 80/10/10 per token |
+| frequency | tokens | p ~ count^-mlm_smoothing, budget | 80/10/10 per token |
 
 ERNIE mixes per input, as ERNIE r2.0 `batching.py` (`mask_word_tags`): with prob
 `ernie_knowledge_prob` a row uses knowledge units, else single tokens, each unit
@@ -35,7 +36,8 @@ from common.data import similar_words
 from common.data import word_units
 from common.errors import UserError
 
-STRATEGIES = ('token', 'whole_word', 'ngram', 'span', 'macbert', 'ernie')
+STRATEGIES = ('token', 'whole_word', 'ngram', 'span', 'macbert', 'ernie',
+              'frequency')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,7 @@ class MaskingVocab:
   is_capitalised: np.ndarray | None = None
   similar_words: similar_words.SimilarWords | None = None
   phrase_lexicon: phrases.PhraseLexicon | None = None
+  token_weights: np.ndarray | None = None  # 'frequency': [V] selection weights.
 
 
 def check_strategy(cfg: Any) -> str:
@@ -98,6 +101,17 @@ def mask_row(input_ids_L: np.ndarray, rng: np.random.Generator, cfg: Any,
     else:
       units = masking.candidate_units(ids_L, special)
     positions = _bernoulli_units(units, rng, cfg.mask_prob, cfg.max_predictions_per_seq)
+    corrupted = masking.replace_tokens(ids_L, positions, rng, **replace)
+  elif strategy == 'frequency':
+    candidates = np.flatnonzero(~np.isin(ids_L, special))
+    weights = (np.ones(len(candidates)) if vocab.token_weights is None
+               else vocab.token_weights[ids_L[candidates]].astype(np.float64))
+    budget = min(_budget(cfg, ids_L, vocab, rng, 'bert'),
+                 int(np.count_nonzero(weights)))
+    positions = np.zeros(0, np.int64)
+    if budget:
+      positions = np.sort(rng.choice(candidates, size=budget, replace=False,
+                                     p=weights / weights.sum()))
     corrupted = masking.replace_tokens(ids_L, positions, rng, **replace)
   else:
     units = word_units.word_units(ids_L, special, vocab.is_word_start)

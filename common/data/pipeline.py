@@ -12,8 +12,9 @@ Masking follows the experiment's `masking.dynamic` switch:
   each with its own segmentation and its own fixed mask, and the stream cycles over them.
 
 `masking.strategy` picks the masking (common/data/mask_strategies.py); strategies that need
-corpus-built tables (MacBERT's similar words, ERNIE's phrases) get them from
-`masking_vocab`, built from the tokenized training corpus and saved in the workdir.
+corpus-built tables (MacBERT's similar words, ERNIE's phrases, the 'frequency'
+strategy's token counts) get them from `masking_vocab`, built from the tokenized
+training corpus (the first two saved in the workdir).
 Every masked example also carries the span-boundary fields (common/data/span_boundary.py)
 that SpanBERT's objective reads.
 """
@@ -101,12 +102,28 @@ def masking_vocab(config, tokenizer: Tokenizer, token_docs=None,
         tokenizer.word_start.get('start_prefix', ''))
     if token_docs is not None or config.masking.get('phrase_lexicon_path', ''):
       lexicon = phrases.get_lexicon(config.masking, token_docs or [], tokenizer, workdir)
+  token_weights = None
+  if strategy == 'frequency' and token_docs is not None:
+    token_weights = frequency_weights(token_docs, tokenizer,
+                                      config.masking.get('mlm_smoothing', 0.7))
   return mask_strategies.MaskingVocab(
       mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
       special_ids=np.asarray(tokenizer.special_ids, np.int32),
       random_token_ids=tokenizer.random_token_ids,
       is_word_start=tokenizer.is_word_start, is_capitalised=capitalised,
-      similar_words=table, phrase_lexicon=lexicon)
+      similar_words=table, phrase_lexicon=lexicon, token_weights=token_weights)
+
+
+def frequency_weights(token_docs, tokenizer: Tokenizer,
+                      smoothing: float) -> np.ndarray:
+  """[V] masking weights max(count, 1)^-smoothing over the tokenized corpus, 0 for
+  special tokens (DistilBERT's `mlm_smoothing`, common/data/mask_strategies.py)."""
+  ids = [sentence for doc in token_docs for sentence in doc]
+  counts = np.bincount(np.concatenate(ids) if ids else np.zeros(0, np.int64),
+                       minlength=tokenizer.vocab_size)[:tokenizer.vocab_size]
+  weights = np.maximum(counts, 1).astype(np.float64) ** -float(smoothing)
+  weights[np.asarray(tokenizer.special_ids, np.int64)] = 0.0
+  return weights
 
 
 @dataclasses.dataclass(frozen=True)

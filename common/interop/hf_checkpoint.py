@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import ml_dtypes
 import numpy as np
+import safetensors
 import safetensors.numpy
 
 from common import registry
@@ -411,8 +412,10 @@ def read_weights(src: str) -> dict[str, np.ndarray]:
   for name in files:
     try:
       weights.update(reader(os.path.join(src, name)))
-    except (OSError, RuntimeError, ValueError) as e:  # safetensors raises these.
-      raise UserError(f'cannot read weights {os.path.join(src, name)}: {e}') from e
+    except (OSError, RuntimeError, ValueError, KeyError,
+            safetensors.SafetensorError) as e:  # A truncated or corrupted file.
+      raise UserError(f'cannot read weights {os.path.join(src, name)}: '
+                      f'{" ".join(str(e).split())}') from e
   out = {}
   for name, value in weights.items():
     if name.endswith('LayerNorm.gamma'):
@@ -680,7 +683,7 @@ def export_dir(src: str, dst: str, *, step: int | None = None) -> dict:
                     'architecture is post-LayerNorm')
   export = objectives.hf_export(objective)
   dropped = export.dropped if export else {}  # Groups no HF architecture has.
-  notes = list(dropped.values())
+  notes = [note for group, note in dropped.items() if group in params]
   params = {k: v for k, v in params.items() if k not in dropped}
   headless = is_headless(params)
   params = model_dir.flatten(params)

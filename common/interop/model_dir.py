@@ -134,17 +134,22 @@ def model_fields(model_config: dict) -> dict:
 
 
 def checkpoint_state_dir(workdir: str, step: int | None) -> tuple[str, int]:
+  """The state directory of a workdir's checkpoint `step`, or of its newest one that
+  passes verification (common/train/checkpoint.py) when `step` is None."""
+  from common.train import checkpoint  # pylint: disable=g-import-not-at-top
   root = os.path.join(workdir, 'checkpoints')
-  steps = []
-  if os.path.isdir(root):
-    steps = sorted(int(d) for d in os.listdir(root) if d.isdigit())
+  steps = checkpoint.steps_on_disk(root)
   if not steps:
     raise UserError(f'no checkpoints under {root}')
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise UserError(f'no checkpoint for step {step} under {root}; have {steps}')
-  return os.path.join(root, str(step), 'state'), step
+  if step is not None and step not in steps:
+    raise UserError(f'no checkpoint for step {step} under {root}; have {sorted(steps)}')
+  damaged = []
+  for candidate in [step] if step is not None else steps:
+    reason = checkpoint.verify(os.path.join(root, str(candidate)))
+    if reason is None:
+      return os.path.join(root, str(candidate), 'state'), candidate
+    damaged.append(f'step {candidate}: {reason}')
+  raise UserError(f'no usable checkpoint under {root}: {"; ".join(damaged)}')
 
 
 def restore_params(workdir: str, step: int | None = None) -> tuple[Any, int]:

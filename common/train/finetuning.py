@@ -48,6 +48,7 @@ from common.train import loop
 from common.train import objectives
 from common.train import sequence_classification
 from common.train import task_metrics
+from common.train import workdir as workdir_lib
 
 RANDOM = 'random'
 TASK_FILE = 'task.json'
@@ -293,10 +294,20 @@ def _encoded(task, split: str, tokenizer, config):
 def finetune(config, workdir: str, *, stop_after: int | None = None) -> dict[str, Any]:
   """Fine-tunes `config.init_from` on the task, once per (learning rate, seed).
 
+  A refused run (bad config, start or task) leaves the filesystem as it found it:
+  what it created before the first run's training loop took over is removed again
+  (common/train/workdir.py).
+
   Returns:
     The record also written to `<workdir>/results.json`.
   """
   check_config(config)
+  workdir_lib.check_writable(workdir)
+  with workdir_lib.guard(workdir):
+    return _finetune(config, workdir, stop_after=stop_after)
+
+
+def _finetune(config, workdir: str, *, stop_after: int | None) -> dict[str, Any]:
   task = load_task(config)
   start = resolve_start(config.init_from, config, workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -352,18 +363,18 @@ def finetune(config, workdir: str, *, stop_after: int | None = None) -> dict[str
   steps = max(1, math.ceil(config.epochs * n_train / batch_size))
   family_name, width = family(start.objective, config.model)
   defaults = config.family_defaults[f'{family_name}_{width}']
-  if not config.optimizer.learning_rate:
-    config.optimizer.learning_rate = defaults['learning_rate']
-  if not config.optimizer.layer_decay:
-    config.optimizer.layer_decay = defaults['layer_decay']
+  defaulted = [k for k in ('learning_rate', 'layer_decay') if not config.optimizer[k]]
+  for key in defaulted:
+    config.optimizer[key] = defaults[key]
   config.train.update(steps=steps, eval_every=config.train.eval_every or steps_per_epoch)
   config.optimizer.warmup_steps = int(round(config.warmup_fraction * steps))
   is_main = jax.process_index() == 0
   if is_main:
+    note = lambda key: f' ({family_name}-{width} default)' if key in defaulted else ''
     tqdm.write(f'{task.name}: {n_train} training examples, {steps} steps of '
-               f'{batch_size}; {family_name}-{width} defaults '
-               f'lr {config.optimizer.learning_rate:g}, layer decay '
-               f'{config.optimizer.layer_decay:g}; head {start.head_activation}')
+               f'{batch_size}; lr {config.optimizer.learning_rate:g}'
+               f'{note("learning_rate")}, layer decay {config.optimizer.layer_decay:g}'
+               f'{note("layer_decay")}; head {start.head_activation}')
 
   runs = []
   scanned = config.model.get('scan_layers', True)

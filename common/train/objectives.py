@@ -7,7 +7,10 @@ about it. The experiment file picks one by name (`config.objective.name`): `OBJE
 says where each builder lives, and a recipe with its own model (ELECTRA's generator and
 discriminator) keeps its builder in its package, imported only when it is named.
 `HF_EXPORTS` says, the same way, which Hugging Face architectures hold the model an
-objective trained (common/interop/hf_checkpoint.py `export_dir`).
+objective trained (common/interop/hf_checkpoint.py `export_dir`), and `CONFIGURE`
+which objectives complete the run's config before the data are built (a distillation
+student reads its teacher's tokenizer, common/train/distillation.py). An objective may
+also bring its own start (`Objective.init_params`: a student copied from its teacher).
 
 Metrics are (sum, count) pairs (common/train/metrics.py).
 """
@@ -51,6 +54,9 @@ class Objective:
     predict_fn: (params, batch) -> per-example outputs ({'predictions': [B, ...]}),
       for evaluation sets scored on whole-set metrics (F1, correlations) and for
       test-set predictions; None for objectives scored by their loss metrics alone.
+    init_params: (fresh params, their shardings) -> the params a fresh run starts
+      from, when the objective has its own start (a distillation student copied from
+      its teacher, common/train/distillation.py); None: a fresh initialisation.
   """
   name: str
   model: nn.Module
@@ -59,6 +65,7 @@ class Objective:
   flops_per_token: float
   frozen: FrozenParams | None = None
   predict_fn: Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]] | None = None
+  init_params: Callable[[Any, Any], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +213,15 @@ OBJECTIVES: dict[str, str] = {
     'mlm_sop': 'common.train.objectives:masked_lm_and_sentence_order',
     'mlm_sbo': 'common.train.objectives:masked_lm_and_span_boundary',
     'electra': 'electra_jax.objective:electra',
+    'distillation': 'common.train.distillation:distillation',
+}
+
+# Objective name -> where the function lives that completes a run's config from what
+# the objective reads before the data are built (`configure(config) -> config`): a
+# distillation student takes its teacher's tokenizer. Objectives without an entry
+# use the config as it is.
+CONFIGURE: dict[str, str] = {
+    'distillation': 'common.train.distillation:configure',
 }
 
 
@@ -218,6 +234,7 @@ ENCODERS: dict[str, str] = {
     'mlm_sbo': 'common.train.objectives:encoder_and_pooler',
     'classification': 'common.train.objectives:encoder_and_pooler',
     'electra': 'electra_jax.export:discriminator_encoder',
+    'distillation': 'common.train.objectives:encoder_and_pooler',
 }
 
 
@@ -235,6 +252,13 @@ def encoder_params(name: str, params: dict) -> dict:
   if 'encoder' not in encoder:
     raise UserError(f'the {name!r} parameters hold no encoder')
   return encoder
+
+
+def configure(config):
+  """`config` completed by its objective's `CONFIGURE` entry (itself if none); call it
+  before anything reads the config (the data pipeline, `get_objective`)."""
+  name = config.objective.name
+  return registry.resolve(CONFIGURE[name])(config) if name in CONFIGURE else config
 
 
 def get_objective(config) -> Objective:
@@ -269,6 +293,7 @@ HF_EXPORTS: dict[str, str] = {
     'mlm_sop': 'common.train.objectives:SOP_EXPORT',
     'mlm_sbo': 'common.train.objectives:SBO_EXPORT',
     'electra': 'electra_jax.objective:HF_EXPORT',
+    'distillation': 'common.train.distillation:HF_EXPORT',
     'classification': 'common.train.objectives:CLASSIFICATION_EXPORT',
 }
 

@@ -127,6 +127,43 @@ def make_schedule(opt_config, total_steps: int) -> optax.Schedule:
                   "known: 'warmup_linear_decay', 'constant'")
 
 
+OPTIMIZERS = ('adamw', 'lamb')
+SCHEDULES = ('warmup_linear_decay', 'constant')
+# The fields that shape the optimizer state: a checkpoint written under other values
+# of these cannot be resumed (common/train/loop.py checks them against config.json).
+STATE_FIELDS = ('name', 'clip_norm', 'layer_decay')
+
+
+def check_config(opt_config) -> None:
+  """Rejects optimizer settings that cannot work, before anything is built or written."""
+  get = opt_config.get
+  name = get('name', 'adamw')
+  if name not in OPTIMIZERS:
+    raise UserError(f'unknown optimizer.name {name!r}; known: {", ".join(OPTIMIZERS)}')
+  schedule = get('schedule', 'warmup_linear_decay')
+  if schedule not in SCHEDULES:
+    raise UserError(f'unknown learning-rate schedule {schedule!r}; known: '
+                    f'{", ".join(SCHEDULES)}')
+  ranges = (('learning_rate', lambda v: v >= 0, '>= 0'),
+            ('b1', lambda v: 0 <= v < 1, 'in [0, 1)'),
+            ('b2', lambda v: 0 <= v < 1, 'in [0, 1)'),
+            ('eps', lambda v: v > 0, '> 0'),
+            ('weight_decay', lambda v: v >= 0, '>= 0'),
+            ('warmup_steps', lambda v: v >= 0, '>= 0'),
+            ('clip_norm', lambda v: v is None or v >= 0, '>= 0 (0: no clipping)'),
+            ('layer_decay', lambda v: 0 < v <= 1, 'in (0, 1] (1: off)'))
+  for field, ok, wanted in ranges:
+    if field in opt_config and not ok(opt_config[field]):
+      raise UserError(f'optimizer.{field} must be {wanted}, got {opt_config[field]}')
+
+
+def state_fields(opt_config) -> dict[str, Any]:
+  """What of `opt_config` shapes the optimizer state (see STATE_FIELDS)."""
+  get = opt_config.get
+  return {'name': get('name', 'adamw'), 'clip_norm': bool(get('clip_norm', None)),
+          'layer_decay': get('layer_decay', 1.0) != 1.0}
+
+
 def make_optimizer(opt_config, total_steps: int, num_layers: int = 0) -> tuple[
     optax.GradientTransformation, optax.Schedule]:
   """Builds `config.optimizer` into an optax transformation and its schedule.

@@ -17,21 +17,44 @@ from common import atomic_files
 
 
 class RunLog:
-  """Appends metrics to metrics.jsonl and TensorBoard under the workdir."""
+  """Appends metrics to metrics.jsonl and TensorBoard under the workdir.
+
+  The TensorBoard events mirror metrics.jsonl: on a resume, lines past the restored
+  step (an interrupted run's, which the resumed run redoes) are dropped from
+  metrics.jsonl and the event files are rewritten from the lines kept, so TensorBoard
+  never shows a step twice. A fresh start moves an old metrics.jsonl to
+  metrics.jsonl.old and drops the events that mirrored it.
+  """
 
   def __init__(self, workdir: str, *, resume_step: int = 0, enabled: bool = True):
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.enabled = enabled
     if not enabled:
       return
-    # Lines past the restored step come from an interrupted run and will be redone.
+    kept = []
     if resume_step and os.path.exists(self.path):
       kept = [line for line in read_metrics(self.path) if line['step'] <= resume_step]
       atomic_files.write_text(self.path, ''.join(json.dumps(l) + '\n' for l in kept))
     elif not resume_step and os.path.exists(self.path):
       os.replace(self.path, self.path + '.old')
+    tb_dir = os.path.join(workdir, 'tensorboard')
+    stale = [os.path.join(tb_dir, n) for n in os.listdir(tb_dir)
+             if 'tfevents' in n] if os.path.isdir(tb_dir) else []
+    for path in stale:  # Out of the way of the new file's name (same second, host).
+      os.replace(path, path + '.stale')
     self._file = open(self.path, 'a')
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._tb = SummaryWriter(tb_dir)
+    if stale:
+      for record in kept:
+        self._add_scalars(record['step'], record)
+      self._tb.flush()
+      for path in stale:
+        os.remove(path + '.stale')
+
+  def _add_scalars(self, step: int, metrics: dict, prefix: str = '') -> None:
+    for k, v in metrics.items():
+      if k != 'step' and isinstance(v, (int, float)) and math.isfinite(v):
+        self._tb.add_scalar(prefix + k, v, step)
 
   def write(self, step: int, metrics: dict[str, float], prefix: str = '') -> None:
     if not self.enabled:
@@ -40,9 +63,7 @@ class RunLog:
     record.update({prefix + k: _json_number(v) for k, v in metrics.items()})
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
-    for k, v in metrics.items():
-      if isinstance(v, (int, float)) and math.isfinite(v):
-        self._tb.add_scalar(prefix + k, v, step)
+    self._add_scalars(step, metrics, prefix)
     self._tb.flush()
 
   def close(self) -> None:

@@ -26,6 +26,9 @@ from common.train import sharding
 from common.errors import UserError
 from common.train.objectives import Objective
 
+# The metric that flags a step whose update was dropped (common/train/nonfinite.py).
+NONFINITE = 'nonfinite'
+
 
 class TrainState(struct.PyTreeNode):
   """Everything the optimizer loop carries.
@@ -131,7 +134,8 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
   """The jitted `(state, batch, rng) -> (state, metrics)` for this objective.
 
   The step's dropout rng is `fold_in(rng, state.step)`, so a resumed run draws exactly
-  the same randomness as an uninterrupted one.
+  the same randomness as an uninterrupted one. `metrics[NONFINITE]` is (1, 1) when
+  the step found a NaN/inf loss, gradient or update and kept the old state, else (0, 1).
   """
 
   def step_fn(state: TrainState, batch: dict, rng: jax.Array):
@@ -141,10 +145,20 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
         accum_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+    # The non-finite guard (common/train/nonfinite.py), on the device: a NaN/inf loss,
+    # gradient or update keeps the old parameters and optimizer state, and the step
+    # only reports it (the host reads the flag when it synchronises anyway).
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
     metrics = dict(metrics)
-    metrics['grad_norm'] = metrics_lib.scalar(optax.tree.norm(grads))
-    metrics['param_norm'] = metrics_lib.scalar(optax.tree.norm(params))
+    metrics['grad_norm'] = metrics_lib.scalar(grad_norm)
+    metrics['param_norm'] = metrics_lib.scalar(param_norm)
     metrics['learning_rate'] = metrics_lib.scalar(schedule(state.step))
+    # A skipped step's metrics are left out of the averages.
+    metrics = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), metrics)
+    metrics[NONFINITE] = metrics_lib.scalar(jnp.logical_not(finite))
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state), metrics
 
