@@ -273,18 +273,28 @@ def overlay(path: str, model_config: Any, params: Any,
   saved_config, saved, _ = read(path)
   check_model_config(saved_config, model_config, path)
   saved = flatten(set_layer_layout(saved, model_config.get('scan_layers', True)))
+  ours = set(flatten(params))
+  params = lay_in(saved, params, shardings, path, 'the config')
+  return (params, _scopes(ours - set(saved), ours),
+          _scopes(set(saved) - ours, set(saved)))
+
+
+def lay_in(saved: dict[str, np.ndarray], params: Any, shardings: Any, where: str,
+           builder: str) -> Any:
+  """`params` with the leaves `saved` ({flat name: value}) has, placed on their
+  shardings; other leaves stay as they are. A shape that differs is a UserError naming
+  `where` and the parameter (`builder` says what built the fresh one)."""
   ours = flatten(params)
   flat_shardings = flatten(shardings)
   for name, leaf in ours.items():
     if name in saved and tuple(saved[name].shape) != tuple(leaf.shape):
-      raise UserError(f'{path}: parameter {name} has shape {tuple(saved[name].shape)} but '
-                      f'the config builds {tuple(leaf.shape)}')
-  merged = {name: jax.device_put(saved[name].astype(leaf.dtype), flat_shardings[name])
+      raise UserError(f'{where}: parameter {name} has shape {tuple(saved[name].shape)} '
+                      f'but {builder} builds {tuple(leaf.shape)}')
+  merged = {name: jax.make_array_from_callback(
+      leaf.shape, flat_shardings[name],
+      lambda index, v=np.asarray(saved[name], leaf.dtype): v[index])
             if name in saved else leaf for name, leaf in ours.items()}
-  fresh = _scopes(set(ours) - set(saved), set(ours))
-  unused = _scopes(set(saved) - set(ours), set(saved))
-  return jax.tree.unflatten(jax.tree.structure(params),
-                            [merged[n] for n in flatten(params)]), fresh, unused
+  return jax.tree.unflatten(jax.tree.structure(params), [merged[n] for n in ours])
 
 
 def _scopes(names: set[str], every: set[str]) -> list[str]:

@@ -164,25 +164,11 @@ def _host_rows(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarra
 
 def _init_params(start: Start, scanned: bool, is_main: bool, params, shardings):
   """The classifier's fresh params with the start's encoder (and pooler) laid in."""
-  fresh = model_dir.flatten(params)
   given = model_dir.flatten(model_dir.set_layer_layout(start.params, scanned))
-  flat_shardings = model_dir.flatten(shardings)
-  for name, value in given.items():
-    if name not in fresh:
-      continue
-    if tuple(value.shape) != tuple(fresh[name].shape):
-      raise UserError(f'{start.description}: parameter {name} has shape '
-                      f'{tuple(value.shape)} but the classifier builds '
-                      f'{tuple(fresh[name].shape)}')
-  merged = {name: jax.make_array_from_callback(
-      leaf.shape, flat_shardings[name],
-      lambda index, v=np.asarray(given[name], leaf.dtype): v[index])
-            if name in given else leaf for name, leaf in fresh.items()}
   if is_main:
-    heads = sorted({n.split('/')[0] for n in fresh if n not in given})
+    heads = sorted({n.split('/')[0] for n in model_dir.flatten(params) if n not in given})
     tqdm.write(f'initialised from {start.description}; fresh: {", ".join(heads)}')
-  return jax.tree.unflatten(jax.tree.structure(params),
-                            [merged[n] for n in model_dir.flatten(params)])
+  return model_dir.lay_in(given, params, shardings, start.description, 'the classifier')
 
 
 def _runs(config) -> list[tuple[float, int]]:
