@@ -18,6 +18,8 @@ directory with task.json, as the probe suite writes, or `--config.task.text_a=..
 pretraining workdir, a model directory, a Hugging Face model directory, or `random`
 (a fresh encoder of `config.model`: the control). `--config.num_seeds=5` runs more
 seeds; `--config.sweep_learning_rates=2e-5,3e-5,5e-5` sweeps rates too.
+`--config.teacher.path=<fine-tuned classifier>` distils it into the starting encoder
+(TinyBERT's task stage, experiments/tinybert.py).
 """
 
 import ml_collections
@@ -50,6 +52,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Warmup as a fraction of the run's steps (optimizer.warmup_steps is derived).
   config.warmup_fraction = 0.1
   config.data.max_seq_length = 128
+  # The training split: 'train', or 'train_aug' written by `launch.augment` (TinyBERT's
+  # data augmentation, common/data/augmentation.py).
+  config.train_split = 'train'
+
+  # TinyBERT task distillation (Jiao et al. 2020, section 3.3; common/train/
+  # task_distillation.py), on when teacher.path names a classifier fine-tuned on this
+  # task (a launch.finetune workdir or its <run>/best): per run, first
+  # `intermediate_epochs` of attention and hidden-state distillation at
+  # `intermediate_learning_rate` (the reference task_distill.py's first command: 10
+  # epochs, its default 5e-5), then `epochs` of prediction-layer distillation (its
+  # `--pred_distill` command: 3 epochs, 3e-5) at temperature 1. Student layer i
+  # matches teacher layer i*k + k-1 (block_last), through one learned projection when
+  # the widths differ.
+  config.teacher.update(layer_map='block_last', hidden_projection='shared')
+  config.teacher.intermediate_epochs = 10.0
+  config.teacher.intermediate_learning_rate = 5e-5
+  config.objective.distill_temperature = 1.0
   # Defaults by the starting point's family and width (`family_defaults`, keyed
   # '<family>_<small|base|large>', H <= 256 / <= 768 / larger), used where the config
   # leaves optimizer.learning_rate / optimizer.layer_decay at 0. The papers sweep the

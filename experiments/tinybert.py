@@ -19,9 +19,18 @@ paper says 14.5M) and `:6l` (TinyBERT6, BERT-base's widths at 6 layers: 67.0M), 
 for a BERT-base teacher. Every size keeps the teacher's heads (attention scores are
 compared head by head).
 
-This is the general stage. The task stage (the same intermediate losses on a task's
-data from a fine-tuned teacher, then prediction-layer distillation) is not built yet;
-neither is the paper's data augmentation.
+This is the general stage. The task stage (section 3.3; common/train/
+task_distillation.py) is `launch.finetune` with a teacher fine-tuned on the task:
+intermediate-layer distillation on the task's data, then prediction-layer
+distillation, per seed; the paper's data augmentation (section 3.4) writes
+`train_aug.tsv` beside the task's files first (common/data/augmentation.py):
+
+  python -m launch.finetune --config=experiments/glue.py:sst2 \
+      --config.init_from=/tmp/bert_demo --config.data_dir=DATA --workdir=/tmp/sst2_teacher
+  python -m launch.augment --data_dir=DATA --task=sst2 --model=/tmp/bert_demo
+  python -m launch.finetune --config=experiments/glue.py:sst2 \
+      --config.init_from=/tmp/tinybert_demo --config.teacher.path=/tmp/sst2_teacher \
+      --config.train_split=train_aug --config.data_dir=DATA --workdir=/tmp/sst2_tinybert
 """
 
 import ml_collections

@@ -9,6 +9,8 @@ student exports like any MLM model. What only distillation needs:
   ('hidden_projection', Jiao et al. 2020 eq. 8: H^S W_h), one shared by every mapped
   layer as the reference code's `fit_dense`, or one per layer as the paper writes it.
   Export leaves it out: no HF architecture has it.
+TinyBERT's task stage distils a fine-tuned classifier into a smaller one
+(`DistillationClassifier`: the shared `SequenceClassifier` with the same projection).
 Per-layer hidden states and attention scores come from the encoder's 'intermediates'
 (common/model/encoder.py `layer_intermediates`), asked for with
 `apply(..., mutable=['intermediates'])`.
@@ -20,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.model import classifier
 from common.model import encoder as encoder_lib
 from common.model import heads
 
@@ -96,4 +99,34 @@ class DistillationModel(nn.Module):
   def project(self, hidden_NxBxLxH: Array, indices: tuple[int, ...]) -> Array:
     """Stacked hidden states (index 0 = embedding output, l = layer l) at the
     teacher's width."""
+    return self.hidden_projection(hidden_NxBxLxH, indices)
+
+
+class DistillationClassifier(classifier.SequenceClassifier):
+  """A sequence classifier with TinyBERT's hidden projection: the student of task
+  distillation's intermediate-layer stage.
+
+  Params as `SequenceClassifier` ('encoder', 'pooler', 'classifier'), plus
+  'hidden_projection' when `projection_width` > 0 (used only in training; the
+  prediction stage and export drop it).
+  """
+  projection_width: int = 0
+  projection_count: int = 1
+
+  def setup(self):
+    super().setup()
+    if self.projection_width:
+      self.hidden_projection = HiddenProjection(self.config, self.projection_width,
+                                                self.projection_count)
+
+  def __call__(self, batch: dict[str, Array], *, deterministic: bool = True) -> Array:
+    """logits_BxK float32, as `SequenceClassifier`."""
+    logits_BxK = super().__call__(batch, deterministic=deterministic)
+    if self.projection_width and self.is_initializing():
+      spec = encoder_lib.EncoderSpec.from_config(self.config)
+      self.project(jnp.zeros((1, 1, 1, spec.hidden_size), jnp.float32), (0,))
+    return logits_BxK
+
+  def project(self, hidden_NxBxLxH: Array, indices: tuple[int, ...]) -> Array:
+    """As `DistillationModel.project`."""
     return self.hidden_projection(hidden_NxBxLxH, indices)

@@ -162,7 +162,8 @@ def read_teacher(teacher_config) -> Teacher:
   return Teacher(path, model_config, objective, tokenizer_path, has_head)
 
 
-def _tokenizer_bytes(path: str) -> bytes:
+def tokenizer_bytes(path: str) -> bytes:
+  """The serialized tokenizer at `path`, to compare two tokenizers by content."""
   tokenizer = tokenizer_lib.load_any(path)
   if isinstance(tokenizer, tokenizer_lib.Tokenizer):
     return tokenizer.model_proto
@@ -184,8 +185,8 @@ def configure(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config = config.copy_and_resolve_references()
   given = config.tokenizer.path
   if given and os.path.abspath(given) != teacher.tokenizer_path:
-    if not os.path.exists(given) or (_tokenizer_bytes(given)
-                                     != _tokenizer_bytes(teacher.tokenizer_path)):
+    if not os.path.exists(given) or (tokenizer_bytes(given)
+                                     != tokenizer_bytes(teacher.tokenizer_path)):
       raise UserError(f'tokenizer.path {given} is not the tokenizer of teacher '
                       f'{teacher.path} ({teacher.tokenizer_path}); the student reads the '
                       "teacher's token ids: leave tokenizer.path empty")
@@ -304,6 +305,41 @@ def _states(variables, spec) -> tuple[list[Array], list[Array]]:
   return hidden, encoder_lib.layer_intermediates(sown, spec, 'attention_logits')
 
 
+def layer_losses(student_vars, teacher_vars, student_spec, teacher_spec,
+                 mapping: tuple[int, ...], mask_BxL: Array, project=None,
+                 attention: bool = True, hidden: bool = True) -> dict[str, Array]:
+  """TinyBERT's Transformer-layer distillation terms (Jiao et al. 2020, eqs. 7-9).
+
+  Args:
+    student_vars, teacher_vars: the 'intermediates' each encoder sowed
+      (`apply(..., mutable=['intermediates'])`; any module whose encoder scope is
+      'encoder').
+    mapping: the teacher layer of each student layer (`layer_map`).
+    mask_BxL: real tokens.
+    project: (stacked states [N, B, L, H_s], state indices) -> [N, B, L, H_t], the
+      student's learned projection; None when the widths are equal.
+
+  Returns:
+    'attention_mse' (summed over student layers) and 'embedding_mse', 'hidden_mse'
+    (summed over mapped layers), each where asked for.
+  """
+  s_hidden, s_attention = _states(student_vars, student_spec)
+  t_hidden, t_attention = _states(teacher_vars, teacher_spec)
+  out = {}
+  if attention:
+    out['attention_mse'] = sum(attention_mse(s_attention[i], t_attention[j], mask_BxL)
+                               for i, j in enumerate(mapping))
+  if hidden:
+    stacked = jnp.stack(s_hidden)
+    if project is not None:
+      stacked = project(stacked, tuple(range(len(s_hidden))))
+    targets = [t_hidden[0]] + [t_hidden[j + 1] for j in mapping]
+    per_state = [hidden_mse(stacked[k], targets[k], mask_BxL)
+                 for k in range(len(targets))]
+    out['embedding_mse'], out['hidden_mse'] = per_state[0], sum(per_state[1:])
+  return out
+
+
 # ------------------------------------------------------------------ objective
 
 
@@ -358,7 +394,7 @@ def student_model(model_config, projection: str = 'none',
       spec, projection_width=teacher_width or spec.hidden_size, projection_count=count)
 
 
-def _check_pairing(student: encoder_lib.EncoderSpec, teacher: encoder_lib.EncoderSpec,
+def check_pairing(student: encoder_lib.EncoderSpec, teacher: encoder_lib.EncoderSpec,
                    teacher_path: str, weights: Weights, projection: str,
                    seq_len: int) -> None:
   """UserError when the student and teacher cannot be compared as the loss asks."""
@@ -387,7 +423,7 @@ def distillation(config) -> objectives.Objective:
   student_spec = encoder_lib.EncoderSpec.from_config(config.model)
   t_spec = teacher_spec(teacher, config.model)
   projection = config.teacher.get('hidden_projection', 'none')
-  _check_pairing(student_spec, t_spec, teacher.path, weights, projection,
+  check_pairing(student_spec, t_spec, teacher.path, weights, projection,
                  config.data.max_seq_length)
   mapping = layer_map(config.teacher.layer_map, student_spec.num_layers,
                       t_spec.num_layers)
@@ -455,23 +491,15 @@ def distillation(config) -> objectives.Objective:
       loss += weights.cos * cos
       metrics['cos_loss'] = (cos_sum, cos_count)
     if capture:
-      s_hidden, s_attention = _states(s_vars, student_spec)
-      t_hidden, t_attention = _states(t_vars, t_spec)
+      terms = layer_losses(
+          s_vars, t_vars, student_spec, t_spec, mapping, mask_BxL,
+          (lambda h, i: project(params, h, i)) if projection != 'none' else None,
+          attention=bool(weights.attention), hidden=bool(weights.hidden))
       if weights.attention:
-        attention = sum(attention_mse(s_attention[i], t_attention[j], mask_BxL)
-                        for i, j in enumerate(mapping))
-        loss += weights.attention * attention
-        metrics['attention_mse'] = metrics_lib.scalar(attention)
+        loss += weights.attention * terms['attention_mse']
       if weights.hidden:
-        stacked = jnp.stack(s_hidden)
-        if projection != 'none':
-          stacked = project(params, stacked, tuple(range(last + 1)))
-        targets = [t_hidden[0]] + [t_hidden[j + 1] for j in mapping]
-        per_state = [hidden_mse(stacked[k], targets[k], mask_BxL)
-                     for k in range(len(targets))]
-        loss += weights.hidden * sum(per_state)
-        metrics['embedding_mse'] = metrics_lib.scalar(per_state[0])
-        metrics['hidden_mse'] = metrics_lib.scalar(sum(per_state[1:]))
+        loss += weights.hidden * (terms['embedding_mse'] + terms['hidden_mse'])
+      metrics.update({k: metrics_lib.scalar(v) for k, v in terms.items()})
     metrics['loss'] = metrics_lib.scalar(loss)
     return loss, metrics
 

@@ -47,6 +47,7 @@ from common.interop import model_dir
 from common.train import loop
 from common.train import objectives
 from common.train import sequence_classification
+from common.train import task_distillation
 from common.train import task_metrics
 from common.train import workdir as workdir_lib
 
@@ -296,6 +297,11 @@ def finetune(config, workdir: str, *, stop_after: int | None = None) -> dict[str
 def _finetune(config, workdir: str, *, stop_after: int | None) -> dict[str, Any]:
   task = load_task(config)
   start = resolve_start(config.init_from, config, workdir)
+  task = glue.resolve_labels(task, config.data_dir)
+  num_labels = 1 if task.regression else len(task.labels)
+  teacher = None
+  if config.teacher.path:
+    teacher = task_distillation.read_teacher(config.teacher.path, task.name, num_labels)
   os.makedirs(workdir, exist_ok=True)
   config = config.copy_and_resolve_references()
   config.unlock()
@@ -321,9 +327,11 @@ def _finetune(config, workdir: str, *, stop_after: int | None) -> dict[str, Any]
     raise UserError(f'data.max_seq_length {config.data.max_seq_length} is longer than the '
                     f'position table ({positions} positions)')
 
-  task = glue.resolve_labels(task, config.data_dir)
-  num_labels = 1 if task.regression else len(task.labels)
-  _, train = _encoded(task, 'train', tokenizer, config)
+  if teacher is not None:
+    task_distillation.check_student(
+        teacher, config.model, start.tokenizer_path or tokenizer.model_path,
+        config.teacher.hidden_projection, config.data.max_seq_length)
+  _, train = _encoded(task, config.train_split, tokenizer, config)
   n_train = len(train['label'])
   eval_sets, test_sets = [], {}
   for i, split in enumerate(task.dev_splits):
@@ -361,6 +369,11 @@ def _finetune(config, workdir: str, *, stop_after: int | None) -> dict[str, Any]
                f'{batch_size}; lr {config.optimizer.learning_rate:g}'
                f'{note("learning_rate")}, layer decay {config.optimizer.layer_decay:g}'
                f'{note("layer_decay")}; head {start.head_activation}')
+    if teacher is not None:
+      tqdm.write(f'distilling teacher {teacher.path}: '
+                 f'{config.teacher.intermediate_epochs:g} epochs of intermediate layers '
+                 f'at lr {config.teacher.intermediate_learning_rate:g}, then '
+                 f'{config.epochs:g} of predictions')
 
   runs = []
   scanned = config.model.get('scan_layers', True)
@@ -376,21 +389,75 @@ def _finetune(config, workdir: str, *, stop_after: int | None) -> dict[str, Any]
     if finished is not None and keeper.best is not None:
       runs.append(_run_record(name, seed, lr, keeper.best, finished))
       continue
-    objective = sequence_classification.sequence_classification(
-        run_config, num_labels, start.head_activation)
+    run_start = start
+    if teacher is not None:
+      run_start = _intermediate_stage(run_config, run_dir, start, teacher, train,
+                                      eval_sets, n_train, stop_after)
+      if run_start is None:  # Stopped (--stop_after) before the stage's end.
+        break
+      objective = task_distillation.task_distillation(run_config, teacher, 'prediction',
+                                                      start.head_activation)
+    else:
+      objective = sequence_classification.sequence_classification(
+          run_config, num_labels, start.head_activation)
     dataset = _train_dataset(train, batch_size, seed)
     init_params = None
-    if start.params is not None:
-      init_params = lambda p, s: _init_params(start, scanned, is_main, p, s)
+    if run_start.params is not None:
+      init_params = lambda p, s, start=run_start: _init_params(start, scanned, is_main,
+                                                                p, s)
     summary = loop.run(
         run_config, run_dir, objective=objective,
         train_iter=iter(dataset.to_iter_dataset(
             pipeline.read_options(run_config.train.data_threads))),
         example_batch=dataset[0], eval_sets=eval_sets, init_params=init_params,
         on_eval=keeper, stop_after=stop_after,
-        summary_extra={'task': task.name, 'init_from': start.description})
+        summary_extra={'task': task.name, 'init_from': run_start.description,
+                       **({'teacher': teacher.path} if teacher else {})})
     runs.append(_run_record(name, seed, lr, keeper.best or {}, summary['step']))
   return _write_results(workdir, task, start, runs)
+
+
+def _intermediate_stage(config, run_dir: str, start: Start, teacher, train: dict,
+                        eval_sets: list, n_train: int,
+                        stop_after: int | None) -> Start | None:
+  """TinyBERT's intermediate-layer stage of one run, in `<run_dir>/intermediate/`
+  (common/train/task_distillation.py): `teacher.intermediate_epochs` of it from
+  `start`, then the start of the prediction stage, its encoder; `start` itself with
+  0 epochs, None when --stop_after stopped it first."""
+  epochs = config.teacher.intermediate_epochs
+  if epochs <= 0:
+    return start
+  stage = config.copy_and_resolve_references()
+  stage.objective.name = task_distillation.INTERMEDIATE
+  steps = max(1, math.ceil(epochs * n_train / config.train.batch_size))
+  stage.train.update(steps=steps, eval_every=min(config.train.eval_every, steps))
+  stage.optimizer.update(learning_rate=config.teacher.intermediate_learning_rate,
+                         warmup_steps=int(round(config.warmup_fraction * steps)))
+  stage_dir = os.path.join(run_dir, 'intermediate')
+  objective = task_distillation.task_distillation(stage, teacher, 'intermediate',
+                                                  start.head_activation)
+  dataset = _train_dataset(train, config.train.batch_size, config.seed)
+  init_params = None
+  if start.params is not None:
+    init_params = lambda p, s: _init_params(start, config.model.get('scan_layers', True),
+                                            jax.process_index() == 0, p, s)
+  distances = [dataclasses.replace(e, metrics=('loss', 'attention_mse', 'embedding_mse',
+                                               'hidden_mse'), metric_fn=None)
+               for e in eval_sets]
+  summary = loop.run(
+      stage, stage_dir, objective=objective,
+      train_iter=iter(dataset.to_iter_dataset(
+          pipeline.read_options(stage.train.data_threads))),
+      example_batch=dataset[0], eval_sets=distances, init_params=init_params,
+      stop_after=stop_after, summary_extra={'init_from': start.description,
+                                            'teacher': teacher.path})
+  if summary['step'] < steps:
+    return None
+  _, params, _, _, _ = hf_checkpoint.load_ours(stage_dir)
+  return dataclasses.replace(
+      start, params=objectives.encoder_and_pooler(params),
+      description=f'{stage_dir} (intermediate-layer distillation of {teacher.path} into '
+                  f'{start.description})')
 
 
 def _finished_steps(run_dir: str, steps: int) -> int | None:

@@ -19,6 +19,44 @@ from common.train.objectives import Objective
 BATCH_KEYS = ('input_ids', 'segment_ids', 'attention_mask', 'label', 'example_weight')
 
 
+def supervised_loss(logits_BxK: jax.Array, batch: dict[str, jax.Array],
+                    regression: bool) -> tuple[jax.Array, dict]:
+  """The task loss against the gold labels, and its metrics.
+
+  Returns:
+    (mean loss over weighted examples, metrics): 'mse' for regression, 'accuracy'
+    for classification (rows of example_weight 0 count nowhere).
+  """
+  weights_B = batch['example_weight']
+  if regression:
+    per_example = (logits_BxK[:, 0] - batch['label'].astype(jnp.float32)) ** 2
+    loss_sum, count = metrics_lib.weighted(per_example, weights_B)
+    return loss_sum / jnp.maximum(count, 1.0), {'mse': (loss_sum, count)}
+  labels_B = batch['label'].astype(jnp.int32)
+  per_example = optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B)
+  loss_sum, count = metrics_lib.weighted(per_example, weights_B)
+  correct = jnp.argmax(logits_BxK, axis=-1) == labels_B
+  return loss_sum / jnp.maximum(count, 1.0), {
+      'accuracy': metrics_lib.weighted(correct, weights_B)}
+
+
+def predictions(logits_BxK: jax.Array, regression: bool) -> dict[str, jax.Array]:
+  """Per-example outputs the GLUE metrics and submission files are computed from:
+  the score (regression) or the class and its probabilities."""
+  logits_BxK = logits_BxK.astype(jnp.float32)
+  if regression:
+    return {'predictions': logits_BxK[:, 0]}
+  return {'predictions': jnp.argmax(logits_BxK, axis=-1).astype(jnp.int32),
+          'probabilities': jax.nn.softmax(logits_BxK, axis=-1)}
+
+
+def head_flops_per_token(config, num_labels: int) -> float:
+  """The encoder and the pooled classification head, per token."""
+  seq_len = config.data.max_seq_length
+  return (flops.encoder_flops_per_token(config.model, seq_len) +
+          flops.pooled_classifier_flops_per_token(config.model, seq_len, num_labels))
+
+
 def sequence_classification(config, num_labels: int, head_activation: str) -> Objective:
   """The objective of fine-tuning `config.model` on a task with `num_labels` outputs.
 
@@ -35,30 +73,12 @@ def sequence_classification(config, num_labels: int, head_activation: str) -> Ob
   def loss_fn(params, batch, rng, deterministic):
     logits_BxK = model.apply({'params': params}, batch, deterministic=deterministic,
                              rngs={'dropout': rng}).astype(jnp.float32)
-    weights_B = batch['example_weight']
-    if regression:
-      per_example = (logits_BxK[:, 0] - batch['label'].astype(jnp.float32)) ** 2
-      loss_sum, count = metrics_lib.weighted(per_example, weights_B)
-      loss = loss_sum / jnp.maximum(count, 1.0)
-      return loss, {'loss': metrics_lib.scalar(loss), 'mse': (loss_sum, count)}
-    labels_B = batch['label'].astype(jnp.int32)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B)
-    loss_sum, count = metrics_lib.weighted(per_example, weights_B)
-    loss = loss_sum / jnp.maximum(count, 1.0)
-    correct = jnp.argmax(logits_BxK, axis=-1) == labels_B
-    return loss, {'loss': metrics_lib.scalar(loss),
-                  'accuracy': metrics_lib.weighted(correct, weights_B)}
+    loss, metrics = supervised_loss(logits_BxK, batch, regression)
+    return loss, {'loss': metrics_lib.scalar(loss), **metrics}
 
   def predict_fn(params, batch):
-    logits_BxK = model.apply({'params': params}, batch, deterministic=True)
-    logits_BxK = logits_BxK.astype(jnp.float32)
-    if regression:
-      return {'predictions': logits_BxK[:, 0]}
-    return {'predictions': jnp.argmax(logits_BxK, axis=-1).astype(jnp.int32),
-            'probabilities': jax.nn.softmax(logits_BxK, axis=-1)}
+    return predictions(model.apply({'params': params}, batch, deterministic=True),
+                       regression)
 
-  seq_len = config.data.max_seq_length
-  head = flops.pooled_classifier_flops_per_token(config.model, seq_len, num_labels)
   return Objective('classification', model, loss_fn, BATCH_KEYS,
-                   flops.encoder_flops_per_token(config.model, seq_len) + head,
-                   predict_fn=predict_fn)
+                   head_flops_per_token(config, num_labels), predict_fn=predict_fn)
