@@ -30,6 +30,18 @@ def tiny_config(recipe: str = 'bert'):
   return config
 
 
+@pytest.fixture(scope='session')
+def tiny_bert_workdir(tmp_path_factory):
+  """A finished 20-step pretraining of the tiny BERT: a starting point and masked LM
+  for the tests that only read one (fine-tuning, augmentation)."""
+  from common.train import pretraining  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('tiny_bert'))
+  config = tiny_config('bert')
+  config.train.update(steps=20, eval_every=20, checkpoint_every=20)
+  pretraining.pretrain(config, workdir)
+  return workdir
+
+
 def wordpiece_word_starts(pieces):
   """bool[V] word-start table of a WordPiece vocabulary, as BERT's
   create_pretraining_data.py reads one: every piece not starting with '##'."""

@@ -14,7 +14,6 @@ import pytest
 from common.errors import UserError
 from common.interop import model_dir
 from common.train import finetuning
-from common.train import pretraining
 from common.train import sequence_classification
 from common.train import sharding
 from common.train import train_step
@@ -65,12 +64,8 @@ def keyword_task(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def bert_workdir(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp('bert'))
-  config = tiny_config('bert')
-  config.train.update(steps=20, eval_every=20, checkpoint_every=20)
-  pretraining.pretrain(config, workdir)
-  return workdir
+def bert_workdir(tiny_bert_workdir):
+  return tiny_bert_workdir
 
 
 def test_tiny_finetuning_learns_and_leaves_its_files(keyword_task, tmp_path):

@@ -40,9 +40,10 @@ RoBERTa's models (one token type) take `pair_format='roberta'`:
 `<s> A </s></s> B </s>`, all segment ids 0, as fairseq and transformers build them.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -59,6 +60,9 @@ METRICS = ('accuracy', 'f1', 'matthews', 'pearson', 'spearman')
 FILE_FORMATS = ('tsv', 'csv', 'jsonl')
 PAIR_FORMATS = ('bert', 'roberta')
 SUBMISSION_HEADER = 'index\tprediction\n'
+# The train split augmented by launch.augment (TinyBERT, common/data/augmentation.py):
+# train_aug.tsv beside train.tsv, as the reference's data_augmentation.py names it.
+AUGMENTED_TRAIN = 'train_aug'
 
 Column = int | str  # 0-based index (GLUE's files, negative from the end) or a name.
 
@@ -166,6 +170,10 @@ class TaskSpec:
     for spec in self.splits:
       if spec.name == name:
         return spec
+    if name == AUGMENTED_TRAIN:  # train.tsv's layout, in train_aug.tsv.
+      train = self.split('train')
+      return dataclasses.replace(train, name=name, files=tuple(
+          '{}_aug{}'.format(*os.path.splitext(f)) for f in train.files))
     raise UserError(f'task {self.name} has no split {name!r}; its splits: '
                     f'{", ".join(s.name for s in self.splits)}')
 
@@ -361,6 +369,56 @@ def get_task(name: str, /, **generic_options) -> TaskSpec:
 # Reading.
 
 
+def write_rewritten_train(task: TaskSpec, data_dir: str,
+                          rewrite: Callable[[list[str]], list[list[str]]]) -> tuple[str, int]:
+  """Writes the train split again as `AUGMENTED_TRAIN`, each row once per text tuple
+  `rewrite(texts)` returns, in the train file's own layout (format, header, every
+  other column as it was): what `launch.augment` writes and `train_split` reads.
+
+  Args:
+    rewrite: a row's texts (text_a[, text_b]) -> the texts of each row to write.
+
+  Returns:
+    (the file written, its number of rows). UserError if that file already exists.
+  """
+  source = split_path(task, data_dir, 'train')
+  spec = task.split(AUGMENTED_TRAIN)
+  target = os.path.join(data_dir, spec.files[task.split('train').files.index(
+      os.path.relpath(source, data_dir))])
+  if os.path.exists(target):
+    raise UserError(f'{target} already exists; remove it to write it again')
+  out, rows = io.StringIO(), 0
+  if task.file_format == 'jsonl':
+    for _, obj in corpus.jsonl_records(source):
+      texts = [obj.get(c) for c in spec.text_columns]
+      for new in rewrite(texts):
+        out.write(json.dumps({**obj, **dict(zip(spec.text_columns, new))}) + '\n')
+        rows += 1
+  else:
+    writer = csv.writer(out, lineterminator='\n') if task.file_format == 'csv' else None
+    write = (writer.writerow if writer else
+             lambda fields: out.write('\t'.join(fields) + '\n'))
+    lines = _lines(source, task.file_format)
+    columns = spec.text_columns
+    if spec.header:
+      header = next(lines)[1]
+      write(header)
+      if isinstance(columns[0], str):
+        columns = _columns_by_name(source, header, spec)[0]
+    for _, fields in lines:
+      if len(fields) <= max(columns):
+        write(fields)  # Malformed rows stay as they were, for the reader to judge.
+        continue
+      for new in rewrite([fields[c] for c in columns]):
+        fields = list(fields)
+        for c, text in zip(columns, new):
+          fields[c] = text
+        write(fields)
+        rows += 1
+  atomic_files.write_text(target, out.getvalue())
+  return target, rows
+
+
 def split_path(task: TaskSpec, data_dir: str, split: str) -> str:
   """The file of `split` in the task directory; UserError naming it if missing."""
   if not os.path.isdir(data_dir):
@@ -370,8 +428,10 @@ def split_path(task: TaskSpec, data_dir: str, split: str) -> str:
   for path in paths:
     if os.path.isfile(path):
       return path
+  hint = (' (write it with python -m launch.augment)' if split == AUGMENTED_TRAIN
+          else '')
   raise UserError(f'task {task.name}: no {split} file: {" or ".join(paths)} '
-                  'does not exist')
+                  f'does not exist{hint}')
 
 
 def has_split(task: TaskSpec, data_dir: str, split: str) -> bool:
