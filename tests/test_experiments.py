@@ -144,7 +144,14 @@ def load_with_override(recipe: str, size: str, override: str):
 def applies_to(key: str, recipe: str) -> bool:
   """A documented override of a base field applies to every config; one of a field
   only the fine-tuning configs have (init_from, data_dir, task...) applies to those."""
-  return key.split('.')[0] in base.get_config() or recipe in FINETUNING
+  if recipe in FINETUNING:
+    return True
+  node = base.get_config()
+  for part in key.split('.'):  # The whole path: base.teacher has no intermediate_epochs.
+    if part not in node:
+      return False
+    node = node[part]
+  return True
 
 
 # config_flags loads experiment files with the deprecated importlib load_module().

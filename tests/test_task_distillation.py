@@ -19,15 +19,8 @@ from common.train import frozen as frozen_lib
 from common.train import task_distillation
 from tests import conftest
 from tests.conftest import REPO
+from tests.test_finetune import keyword_task  # pylint: disable=unused-import (a fixture)
 from tests.test_finetune import tiny_finetuning_config
-from tests.test_finetune import write_keyword_task
-
-
-@pytest.fixture(scope='module')
-def keyword_task(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp('keyword'))
-  write_keyword_task(directory)
-  return directory
 
 
 @pytest.fixture(scope='module')
