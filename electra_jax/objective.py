@@ -16,6 +16,10 @@ One loss function for the shared train step (common/train/train_step.py):
   5. the discriminator reads the corrupted ids; sigmoid cross-entropy over every non-pad
      token; loss = 1.0 x MLM + 50.0 x RTD (reference `gen_weight`, `disc_weight`).
 
+'electra_15' (the paper's "ELECTRA 15%", section 3.5, Table 5) is the same loss with
+step 5's sum over the masked-out positions only (`masked_position_weights`); the
+generative ablations reuse steps 1-4 (`generate_and_corrupt`, electra_jax/ablations.py).
+
 The objective 'electra' is found by name: `common.train.objectives.OBJECTIVES` maps it to
 `electra_jax.objective:electra`, imported when an experiment names it (`common` never
 imports `electra_jax` statically), and `HF_EXPORTS` to this module's `HF_EXPORT`.
@@ -33,6 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from common.model import argmax as argmax_lib
 from common.train import flops as flops_lib
 from common.train import metrics as metrics_lib
 from common.train import objectives
@@ -71,7 +76,7 @@ def gumbel_sample(logits_BxPxV: Array, rng: Array,
   """
   logits_BxPxV = jax.lax.stop_gradient(logits_BxPxV).astype(jnp.float32)
   gumbel_BxPxV = jax.random.gumbel(rng, logits_BxPxV.shape, jnp.float32)
-  return jnp.argmax(logits_BxPxV / temperature + gumbel_BxPxV, axis=-1).astype(jnp.int32)
+  return argmax_lib.argmax(logits_BxPxV / temperature + gumbel_BxPxV)
 
 
 def corrupt(batch: dict[str, Array], sampled_BxP: Array) -> tuple[Array, Array]:
@@ -130,30 +135,50 @@ def replaced_token_detection_loss(
   }
 
 
+def generate_and_corrupt(model: model_lib.ElectraModel, params: Any,
+                         batch: dict[str, Array], rng: Array, deterministic: bool,
+                         temperature: float = TEMPERATURE) -> dict[str, Array]:
+  """Steps 1-4: generator, sample, corrupt; what every ELECTRA-style objective shares.
+
+  `rng` is split three ways: generator dropout, sampling, and the second network's
+  dropout (returned as 'rng').
+
+  Returns:
+    'mlm_logits' [B, P, V] of the generator, 'sampled' [B, P], 'corrupted' [B, L],
+    'labels' [B, L] and 'rng'.
+  """
+  gen_rng, sample_rng, next_rng = jax.random.split(rng, 3)
+  mlm_logits_BxPxV = model.apply(
+      {'params': params}, batch, deterministic=deterministic, rngs={'dropout': gen_rng},
+      method=model_lib.ElectraModel.generate)
+  sampled_BxP = gumbel_sample(mlm_logits_BxPxV, sample_rng, temperature)
+  corrupted_BxL, labels_BxL = corrupt(batch, sampled_BxP)
+  return {'mlm_logits': mlm_logits_BxPxV, 'sampled': sampled_BxP,
+          'corrupted': corrupted_BxL, 'labels': labels_BxL, 'rng': next_rng}
+
+
 def forward(model: model_lib.ElectraModel, params: Any, batch: dict[str, Array],
             rng: Array, deterministic: bool,
             temperature: float = TEMPERATURE) -> dict[str, Array]:
   """Generator, sample, corrupt, discriminator: every intermediate of one step.
 
-  `rng` is split three ways: generator dropout, sampling, discriminator dropout.
-
   Returns:
     'mlm_logits' [B, P, V], 'sampled' [B, P], 'corrupted' [B, L], 'labels' [B, L],
     'hidden' [B, L, H] and 'rtd_logits' [B, L] of the discriminator.
   """
-  gen_rng, sample_rng, disc_rng = jax.random.split(rng, 3)
-  variables = {'params': params}
-  mlm_logits_BxPxV = model.apply(
-      variables, batch, deterministic=deterministic, rngs={'dropout': gen_rng},
-      method=model_lib.ElectraModel.generate)
-  sampled_BxP = gumbel_sample(mlm_logits_BxPxV, sample_rng, temperature)
-  corrupted_BxL, labels_BxL = corrupt(batch, sampled_BxP)
+  out = generate_and_corrupt(model, params, batch, rng, deterministic, temperature)
   disc = model.apply(
-      variables, corrupted_BxL, batch.get('segment_ids'), batch['attention_mask'],
-      deterministic=deterministic, rngs={'dropout': disc_rng},
+      {'params': params}, out['corrupted'], batch.get('segment_ids'),
+      batch['attention_mask'], deterministic=deterministic, rngs={'dropout': out.pop('rng')},
       method=model_lib.ElectraModel.discriminate)
-  return {'mlm_logits': mlm_logits_BxPxV, 'sampled': sampled_BxP,
-          'corrupted': corrupted_BxL, 'labels': labels_BxL, **disc}
+  return {**out, **disc}
+
+
+def masked_position_weights(batch: dict[str, Array]) -> Array:
+  """[B, L] int32: 1 at the selected (masked-out) real positions, else 0."""
+  ones_BxP = jnp.ones_like(batch['masked_positions'])
+  return scatter_positions(jnp.zeros_like(batch['input_ids']), batch['masked_positions'],
+                           ones_BxP, batch['masked_weights']) * batch['attention_mask']
 
 
 def electra(config) -> objectives.Objective:
@@ -162,6 +187,17 @@ def electra(config) -> objectives.Objective:
   config.objective fields (reference names in brackets): generator_weight [gen_weight]
   1.0, discriminator_weight [disc_weight] 50.0, temperature 1.0.
   """
+  return _electra(config, 'electra', masked_only=False)
+
+
+def electra_15(config) -> objectives.Objective:
+  """'electra_15', the paper's "ELECTRA 15%" (section 3.5, Table 5): ELECTRA with the
+  discriminator's loss summed over the masked-out positions only ("over i in m instead
+  of from 1 to n"); the same networks, inputs and FLOPs."""
+  return _electra(config, 'electra_15', masked_only=True)
+
+
+def _electra(config, name: str, *, masked_only: bool) -> objectives.Objective:
   model = model_lib.ElectraModel(config.model)
   get = config.objective.get
   gen_weight = get('generator_weight', GENERATOR_WEIGHT)
@@ -172,8 +208,10 @@ def electra(config) -> objectives.Objective:
     out = forward(model, params, batch, rng, deterministic, temperature)
     mlm, mlm_metrics = objectives.masked_lm_loss(
         out['mlm_logits'], batch['masked_ids'], batch['masked_weights'])
+    rtd_weights_BxL = (masked_position_weights(batch) if masked_only
+                       else batch['attention_mask'])
     rtd, rtd_metrics = replaced_token_detection_loss(
-        out['rtd_logits'], out['labels'], batch['attention_mask'])
+        out['rtd_logits'], out['labels'], rtd_weights_BxL)
     loss = gen_weight * mlm + disc_weight * rtd
     sampled_correct = out['sampled'] == batch['masked_ids']
     return loss, {
@@ -182,21 +220,28 @@ def electra(config) -> objectives.Objective:
                                                          batch['masked_weights']),
     }
 
-  return objectives.Objective('electra', model, loss_fn, objectives.MLM_KEYS,
+  return objectives.Objective(name, model, loss_fn, objectives.MLM_KEYS,
                               electra_flops_per_token(config))
+
+
+def generator_flops_per_token(config) -> float:
+  """Training FLOPs per token of the generator: its encoder and its MLM head at the
+  masked positions (6 per weight, 12 L H T)."""
+  seq_len = config.data.max_seq_length
+  generator = ml_collections.ConfigDict(
+      dataclasses.asdict(model_lib.generator_spec(config.model)))
+  return (flops_lib.encoder_flops_per_token(generator, seq_len)
+          + flops_lib.mlm_head_flops_per_token(generator, seq_len,
+                                               config.masking.max_predictions_per_seq))
 
 
 def electra_flops_per_token(config) -> float:
   """Training FLOPs per token: generator + discriminator (6 per weight, 12 L H T)."""
-  seq_len = config.data.max_seq_length
-  predictions = config.masking.max_predictions_per_seq
-  generator = ml_collections.ConfigDict(
-      dataclasses.asdict(model_lib.generator_spec(config.model)))
   h = config.model.hidden_size
   rtd_head = 6.0 * (h * h + h)  # dense(H, H) and dense(H, 1) at every token.
-  return (flops_lib.encoder_flops_per_token(generator, seq_len)
-          + flops_lib.mlm_head_flops_per_token(generator, seq_len, predictions)
-          + flops_lib.encoder_flops_per_token(config.model, seq_len) + rtd_head)
+  return (generator_flops_per_token(config)
+          + flops_lib.encoder_flops_per_token(config.model, config.data.max_seq_length)
+          + rtd_head)
 
 
 # The discriminator is ElectraForPreTraining; electra_jax/hf_electra.py writes the

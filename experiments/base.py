@@ -90,7 +90,11 @@ def get_config() -> ml_collections.ConfigDict:
       # states + alpha_attention * attention-score MSE + alpha_hidden * embedding and
       # hidden-state MSE; DistilBERT's README values, TinyBERT's terms off.
       alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, alpha_attention=0.0,
-      alpha_hidden=0.0, distill_temperature=2.0, soft_target_positions='all')
+      alpha_hidden=0.0, distill_temperature=2.0, soft_target_positions='all',
+      # The task head fine-tuning puts on this recipe's encoder ('tanh' pooler-style,
+      # 'gelu' as ELECTRA's, 'relu'); '' = the family's (common/train/finetuning.py
+      # `head_activation`). ELECTRA's ablations set ELECTRA's.
+      head_activation='')
 
   # Masking: 15% of tokens, 80% [MASK] / 10% random / 10% kept, at most 20 per
   # 128-token sequence, static: dupe_factor copies with fixed masks

@@ -90,3 +90,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.masking.max_predictions_per_seq = int(
       (config.masking.mask_prob + 0.005) * config.data.max_seq_length)
   return config
+
+
+def ablation(arg: str | None, objective: str) -> ml_collections.ConfigDict:
+  """ELECTRA at size `arg` trained with one of its Table 5 ablations' objectives
+  (experiments/electra_15.py, replace_mlm.py, all_tokens_mlm.py): everything else,
+  generator included, is ELECTRA's, and so is the fine-tuning head (dense, GeLU)."""
+  config = get_config(arg)
+  config.name = config.name.replace('electra', objective, 1)
+  config.objective.update(name=objective, head_activation='gelu')
+  return config

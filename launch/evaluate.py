@@ -15,7 +15,6 @@ Bad input: one `error:` line, exit status 2.
 
 import json
 import os
-import statistics
 
 from absl import app
 from absl import flags
@@ -36,17 +35,6 @@ _EPOCHS = flags.DEFINE_float('epochs', 10.0, 'Fine-tuning epochs per run.')
 _LEARNING_RATE = flags.DEFINE_float(
     'learning_rate', 1e-3, "Fine-tuning peak rate (0: the starting point's family "
     'default, experiments/glue.py).')
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def _row(results: dict) -> dict:
-  scores = [r['score'] for r in results['runs'] if r['score'] is not None]
-  mean, std = _mean_std(scores) if scores else (float('nan'), float('nan'))
-  return {'mean': mean, 'std': std, 'median': results.get('median', {}).get('score'),
-          'scores': scores}
 
 
 def write_report(workdir: str, rows: dict) -> None:
@@ -86,13 +74,26 @@ def write_report(workdir: str, rows: dict) -> None:
   plt.close(fig)
 
 
+def control_settings(pretraining) -> tuple[float, str]:
+  """(layer decay, task head) of the pretraining run's family (experiments/glue.py
+  family_defaults; ELECTRA: 0.8 and GeLU): both starts fine-tune with them, so the
+  random control differs from the pretrained start in its weights only."""
+  from common.train import finetuning  # pylint: disable=g-import-not-at-top
+  from experiments import glue  # pylint: disable=g-import-not-at-top
+  objective, model = pretraining.objective.name, pretraining.model.to_dict()
+  family, width = finetuning.family(objective, model)
+  layer_decay = glue.get_config('generic').family_defaults[f'{family}_{width}'].layer_decay
+  return layer_decay, finetuning.head_activation(objective, model,
+                                                 pretraining.objective.to_dict())
+
+
 def evaluate(workdir: str, *, seeds: int, epochs: float, learning_rate: float) -> dict:
   """Runs the probe suite for the pretraining run in `workdir`; returns the rows."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from common.data import probe_tasks  # pylint: disable=g-import-not-at-top
   from common.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from common.interop import model_dir  # pylint: disable=g-import-not-at-top
-  from common.train import finetuning  # pylint: disable=g-import-not-at-top
+  from common.train import start_evaluation  # pylint: disable=g-import-not-at-top
   from experiments import glue  # pylint: disable=g-import-not-at-top
 
   workdir = os.path.abspath(workdir)
@@ -106,21 +107,20 @@ def evaluate(workdir: str, *, seeds: int, epochs: float, learning_rate: float) -
   index = probe_tasks.build_probe_suite(pretraining.data, os.path.join(workdir, 'probes'),
                                         seed=pretraining.seed)
   rows = {}
+  layer_decay, head = control_settings(pretraining)
   for task, spec in index['tasks'].items():
     rows[task] = {'majority': spec['majority_baseline']['dev']}
     for start in ('pretrained', 'random'):
-      config = glue.get_config('generic')
-      config.update(init_from=workdir if start == 'pretrained' else 'random',
-                    data_dir=os.path.join(workdir, 'probes', task), num_seeds=seeds,
-                    epochs=epochs)
-      config.model.update(pretraining.model.to_dict())
-      config.tokenizer.path = tokenizer
-      config.data.update(pretraining.data.to_dict())
-      config.data.max_seq_length = pretraining.data.max_seq_length
-      config.optimizer.learning_rate = learning_rate
-      results = finetuning.finetune(config, os.path.join(workdir, 'evaluation', task,
-                                                         start))
-      rows[task][start] = _row(results)
+      config = start_evaluation.task_config(
+          glue.get_config('generic'),
+          init_from=workdir if start == 'pretrained' else 'random',
+          data_dir=os.path.join(workdir, 'probes', task), pretraining=pretraining,
+          tokenizer=tokenizer, seeds=seeds, epochs=epochs, learning_rate=learning_rate,
+          layer_decay=layer_decay)
+      config.objective.head_activation = head
+      results = start_evaluation.finetune(
+          config, os.path.join(workdir, 'evaluation', task, start))
+      rows[task][start] = start_evaluation.summarize(results)
   out = os.path.join(workdir, 'evaluation')
   write_report(out, rows)
   return rows

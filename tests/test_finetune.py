@@ -170,3 +170,13 @@ def test_an_unknown_task_is_refused(tmp_path):
   proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert "error: unknown task 'squad'; known tasks: cola, sst2" in proc.stderr
+
+
+def test_the_random_control_fine_tunes_like_its_pretrained_start(tmp_path):
+  from launch import evaluate  # pylint: disable=g-import-not-at-top
+  assert evaluate.control_settings(tiny_config('electra')) == (0.8, 'gelu')
+  assert evaluate.control_settings(tiny_config('bert')) == (1.0, 'tanh')
+  config = glue.get_config('generic')
+  assert finetuning.resolve_start('random', config, str(tmp_path)).head_activation == 'tanh'
+  config.objective.head_activation = 'gelu'
+  assert finetuning.resolve_start('random', config, str(tmp_path)).head_activation == 'gelu'

@@ -95,8 +95,11 @@ def resolve_start(init_from: str, config, workdir: str) -> Start:
                     "directory, a Hugging Face model directory, or 'random'")
   if init_from == RANDOM:
     model_config = config.model.to_dict()
+    # objective.head_activation: a control given the head of the start it is compared
+    # with (launch.evaluate); empty, the family's by the model config.
     return Start('random initialisation', model_config, None, config.tokenizer.path,
-                 head_activation('', model_config, {}))
+                 head_activation('', model_config, {
+                     'head_activation': config.objective.get('head_activation', '')}))
   path = os.path.abspath(init_from)
   if not os.path.isdir(path):
     raise UserError(f'config.init_from {path} does not exist')

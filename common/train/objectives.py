@@ -27,6 +27,7 @@ import optax
 from common import registry
 from common.data import span_boundary
 from common.errors import UserError
+from common.model import argmax as argmax_lib
 from common.model import mlm_model
 from common.model import span_boundary_model
 from common.train import flops
@@ -92,7 +93,7 @@ def masked_lm_loss(logits_BxPxV: jax.Array, ids_BxP: jax.Array,
   """
   per_token = optax.softmax_cross_entropy_with_integer_labels(logits_BxPxV, ids_BxP)
   loss_sum, count = metrics_lib.weighted(per_token, weights_BxP)
-  correct = (jnp.argmax(logits_BxPxV, axis=-1) == ids_BxP)
+  correct = argmax_lib.argmax(logits_BxPxV) == ids_BxP
   return loss_sum / jnp.maximum(count, 1.0), {
       'mlm_loss': (loss_sum, count),
       'mlm_accuracy': metrics_lib.weighted(correct, weights_BxP),
@@ -213,6 +214,10 @@ OBJECTIVES: dict[str, str] = {
     'mlm_sop': 'common.train.objectives:masked_lm_and_sentence_order',
     'mlm_sbo': 'common.train.objectives:masked_lm_and_span_boundary',
     'electra': 'electra_jax.objective:electra',
+    # ELECTRA's Table 5 ablations (Clark et al. 2020, section 3.5).
+    'electra_15': 'electra_jax.objective:electra_15',
+    'replace_mlm': 'electra_jax.ablations:replace_mlm',
+    'all_tokens_mlm': 'electra_jax.ablations:all_tokens_mlm',
     'distillation': 'common.train.distillation:distillation',
 }
 
@@ -234,6 +239,9 @@ ENCODERS: dict[str, str] = {
     'mlm_sbo': 'common.train.objectives:encoder_and_pooler',
     'classification': 'common.train.objectives:encoder_and_pooler',
     'electra': 'electra_jax.export:discriminator_encoder',
+    'electra_15': 'electra_jax.export:discriminator_encoder',
+    'replace_mlm': 'electra_jax.export:discriminator_encoder',
+    'all_tokens_mlm': 'electra_jax.export:discriminator_encoder',
     'distillation': 'common.train.objectives:encoder_and_pooler',
 }
 
@@ -293,6 +301,7 @@ HF_EXPORTS: dict[str, str] = {
     'mlm_sop': 'common.train.objectives:SOP_EXPORT',
     'mlm_sbo': 'common.train.objectives:SBO_EXPORT',
     'electra': 'electra_jax.objective:HF_EXPORT',
+    'electra_15': 'electra_jax.objective:HF_EXPORT',
     'distillation': 'common.train.distillation:HF_EXPORT',
     'classification': 'common.train.objectives:CLASSIFICATION_EXPORT',
 }
