@@ -74,19 +74,6 @@ def write_report(workdir: str, rows: dict) -> None:
   plt.close(fig)
 
 
-def control_settings(pretraining) -> tuple[float, str]:
-  """(layer decay, task head) of the pretraining run's family (experiments/glue.py
-  family_defaults; ELECTRA: 0.8 and GeLU): both starts fine-tune with them, so the
-  random control differs from the pretrained start in its weights only."""
-  from common.train import finetuning  # pylint: disable=g-import-not-at-top
-  from experiments import glue  # pylint: disable=g-import-not-at-top
-  objective, model = pretraining.objective.name, pretraining.model.to_dict()
-  family, width = finetuning.family(objective, model)
-  layer_decay = glue.get_config('generic').family_defaults[f'{family}_{width}'].layer_decay
-  return layer_decay, finetuning.head_activation(objective, model,
-                                                 pretraining.objective.to_dict())
-
-
 def evaluate(workdir: str, *, seeds: int, epochs: float, learning_rate: float) -> dict:
   """Runs the probe suite for the pretraining run in `workdir`; returns the rows."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -107,7 +94,8 @@ def evaluate(workdir: str, *, seeds: int, epochs: float, learning_rate: float) -
   index = probe_tasks.build_probe_suite(pretraining.data, os.path.join(workdir, 'probes'),
                                         seed=pretraining.seed)
   rows = {}
-  layer_decay, head = control_settings(pretraining)
+  layer_decay, head = start_evaluation.control_settings(
+      pretraining, glue.get_config('generic').family_defaults)
   for task, spec in index['tasks'].items():
     rows[task] = {'majority': spec['majority_baseline']['dev']}
     for start in ('pretrained', 'random'):

@@ -173,10 +173,11 @@ def test_an_unknown_task_is_refused(tmp_path):
 
 
 def test_the_random_control_fine_tunes_like_its_pretrained_start(tmp_path):
-  from launch import evaluate  # pylint: disable=g-import-not-at-top
-  assert evaluate.control_settings(tiny_config('electra')) == (0.8, 'gelu')
-  assert evaluate.control_settings(tiny_config('bert')) == (1.0, 'tanh')
+  from common.train import start_evaluation  # pylint: disable=g-import-not-at-top
   config = glue.get_config('generic')
+  defaults = config.family_defaults
+  assert start_evaluation.control_settings(tiny_config('electra'), defaults) == (0.8, 'gelu')
+  assert start_evaluation.control_settings(tiny_config('bert'), defaults) == (1.0, 'tanh')
   assert finetuning.resolve_start('random', config, str(tmp_path)).head_activation == 'tanh'
   config.objective.head_activation = 'gelu'
   assert finetuning.resolve_start('random', config, str(tmp_path)).head_activation == 'gelu'

@@ -136,8 +136,8 @@ def test_an_unknown_objective_names_the_known_ones():
   config = tiny_config('bert')
   config.objective.name = 'nope'
   with pytest.raises(UserError, match=r"unknown objective 'nope'; known objectives: "
-                     r"\['distillation', 'electra', 'mlm', 'mlm_nsp', 'mlm_sbo', "
-                     r"'mlm_sop'\]"):
+                     r"\['all_tokens_mlm', 'distillation', 'electra', 'electra_15', "
+                     r"'mlm', 'mlm_nsp', 'mlm_sbo', 'mlm_sop', 'replace_mlm'\]"):
     objectives.get_objective(config)
 
 

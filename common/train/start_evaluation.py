@@ -64,3 +64,14 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
   std = statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else float('nan'))
   return {'mean': mean, 'std': std, 'median': results.get('median', {}).get('score'),
           'scores': scores}
+
+
+def control_settings(pretraining, family_defaults) -> tuple[float, str]:
+  """(layer decay, task head) of the pretraining run's family (`family_defaults` of
+  experiments/glue.py; ELECTRA: 0.8 and GeLU): both starts fine-tune with them, so the
+  random control differs from the pretrained start in its weights only."""
+  objective, model = pretraining.objective.name, pretraining.model.to_dict()
+  family, width = finetuning.family(objective, model)
+  layer_decay = family_defaults[f'{family}_{width}'].layer_decay
+  return layer_decay, finetuning.head_activation(objective, model,
+                                                 pretraining.objective.to_dict())
