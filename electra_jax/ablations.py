@@ -2,7 +2,7 @@
 
 Clark et al. 2020 (arXiv:2003.10555), section 3.5, compare objectives "designed to be
 a set of stepping stones between BERT and ELECTRA". Both here keep ELECTRA's generator
-(a small MLM whose Gumbel-max samples, under stop_gradient, replace every selected
+(a small MLM whose samples, under stop_gradient, replace every selected
 token: electra_jax/objective.py `generate_and_corrupt`) and put an MLM head, not a
 replaced-token detector, on the discriminator-sized encoder:
 

@@ -7,8 +7,10 @@ google-research/electra `run_pretraining.py` (`PretrainingModel.__init__`,
 
 One loss function for the shared train step (common/train/train_step.py):
   1. the generator reads the masked input and predicts the masked tokens (MLM loss);
-  2. a token is sampled at each masked position from its logits with the Gumbel-max
-     trick (temperature 1.0) under stop_gradient: no gradient flows through the sample;
+  2. a token is sampled at each masked position from softmax(logits) (temperature
+     1.0) under stop_gradient: no gradient flows through the sample (the reference's
+     Gumbel-max; here the same distribution by an inverted CDF, common/model/
+     categorical.py);
   3. the samples are scattered into every selected position (weight > 0) of the
      ORIGINAL ids, whether that position showed [MASK] or its own token;
   4. labels = corrupted != original at non-pad positions, so a sample that happens to
@@ -37,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from common.model import argmax as argmax_lib
+from common.model import categorical
 from common.train import flops as flops_lib
 from common.train import metrics as metrics_lib
 from common.train import objectives
@@ -68,15 +70,15 @@ def original_ids(batch: dict[str, Array]) -> Array:
                            batch['masked_ids'], batch['masked_weights'])
 
 
-def gumbel_sample(logits_BxPxV: Array, rng: Array,
+def sample_tokens(logits_BxPxV: Array, rng: Array,
                   temperature: float = TEMPERATURE) -> Array:
-  """Token ids sampled from softmax(logits / temperature) by Gumbel-max; no gradient.
+  """Token ids [B, P] sampled from softmax(logits / temperature); no gradient.
 
-  As the reference's `sample_from_softmax` under `tf.stop_gradient`.
+  As the reference's `sample_from_softmax` under `tf.stop_gradient`, which draws by
+  Gumbel-max; the same distribution here by inverting the CDF (common/model/
+  categorical.py), one uniform number per position instead of one per vocabulary entry.
   """
-  logits_BxPxV = jax.lax.stop_gradient(logits_BxPxV).astype(jnp.float32)
-  gumbel_BxPxV = jax.random.gumbel(rng, logits_BxPxV.shape, jnp.float32)
-  return argmax_lib.argmax(logits_BxPxV / temperature + gumbel_BxPxV)
+  return categorical.sample(rng, jax.lax.stop_gradient(logits_BxPxV), temperature)
 
 
 def corrupt(batch: dict[str, Array], sampled_BxP: Array) -> tuple[Array, Array]:
@@ -151,7 +153,7 @@ def generate_and_corrupt(model: model_lib.ElectraModel, params: Any,
   mlm_logits_BxPxV = model.apply(
       {'params': params}, batch, deterministic=deterministic, rngs={'dropout': gen_rng},
       method=model_lib.ElectraModel.generate)
-  sampled_BxP = gumbel_sample(mlm_logits_BxPxV, sample_rng, temperature)
+  sampled_BxP = sample_tokens(mlm_logits_BxPxV, sample_rng, temperature)
   corrupted_BxL, labels_BxL = corrupt(batch, sampled_BxP)
   return {'mlm_logits': mlm_logits_BxPxV, 'sampled': sampled_BxP,
           'corrupted': corrupted_BxL, 'labels': labels_BxL, 'rng': next_rng}

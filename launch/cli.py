@@ -62,7 +62,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def check_loaded(argv: list[str], config_flag, workdir_flag, example: str):
   """The loaded config, after the checks every entry point makes: no stray arguments,
-  --config given and loadable, --workdir given."""
+  --config given and loadable, --workdir given (unless `workdir_flag` is None)."""
   if len(argv) > 1:
     fail(f'unexpected arguments: {" ".join(argv[1:])}')
   if config_flag.value is None:
@@ -73,7 +73,7 @@ def check_loaded(argv: list[str], config_flag, workdir_flag, example: str):
   except OSError:
     fail('cannot load experiment file '
          f'{config_flags.get_config_filename(flags.FLAGS["config"])!r}')
-  if not workdir_flag.value:
+  if workdir_flag is not None and not workdir_flag.value:
     fail('--workdir is required')
   return config
 

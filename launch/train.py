@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import host_memory
 from launch.cli import check_loaded
 from launch.cli import parse_flags
 from launch.cli import run_main
@@ -55,4 +56,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  host_memory.reexec_with_huge_pages()
   app.run(main, flags_parser=parse_flags)

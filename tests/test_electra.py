@@ -162,9 +162,9 @@ def test_forward_scatters_the_generators_samples(tiny_params):
       out['labels'], (corrupted != original) & np.asarray(batch['attention_mask'], bool))
 
 
-def test_gumbel_samples_follow_the_softmax():
+def test_samples_follow_the_softmax():
   logits = jnp.log(jnp.array([0.6, 0.3, 0.1, 0.0]))
-  draws = electra_objective.gumbel_sample(
+  draws = electra_objective.sample_tokens(
       jnp.broadcast_to(logits, (200, 100, 4)), jax.random.key(0))
   freq = np.bincount(np.asarray(draws).ravel(), minlength=4) / draws.size
   np.testing.assert_allclose(freq, [0.6, 0.3, 0.1, 0.0], atol=0.01)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from common.errors import UserError
+from common.model import dropout as dropout_lib
 from common.model import encoder as encoder_lib
 from common.model import heads
 
@@ -84,7 +85,7 @@ class SequenceClassifier(nn.Module):
     spec = encoder_lib.EncoderSpec.from_config(self.config)
     rate = spec.dropout_rate if self.dropout_rate is None else self.dropout_rate
     self.encoder = encoder_lib.Encoder(spec)
-    self.dropout = nn.Dropout(rate)
+    self.dropout = dropout_lib.Dropout(rate)
     self.pooler = PooledDense(spec, self.head_activation)
     self.classifier = heads.ClassificationHead(spec, self.num_labels, rate)
 

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common.errors import UserError
+from common.model import dropout as dropout_lib
 
 Array = jax.Array
 
@@ -281,7 +282,7 @@ class Embeddings(nn.Module):
           spec.type_vocab_size, spec.embedding_size, dtype=jnp.float32,
           embedding_init=kernel_init(spec, ('type_vocab', e_axis)))
     self.layer_norm = layer_norm(spec, e_axis, name=None)
-    self.dropout = nn.Dropout(spec.dropout_rate)
+    self.dropout = dropout_lib.Dropout(spec.dropout_rate)
     self.spec = spec
 
   def __call__(self, input_ids_BxL: Array, segment_ids_BxL: Array | None = None, *,
@@ -386,7 +387,7 @@ class SelfAttention(nn.Module):
         big_neg = -0.7 * jnp.finfo(jnp.float32).max  # as jax.nn's masking
         logits_BxNxLxL = jnp.where(mask_Bx1x1xL, logits_BxNxLxL, big_neg)
       probs_BxNxLxL = jax.nn.softmax(logits_BxNxLxL, axis=-1).astype(dtype)
-      probs_BxNxLxL = nn.Dropout(spec.attention_dropout_rate)(
+      probs_BxNxLxL = dropout_lib.Dropout(spec.attention_dropout_rate)(
           probs_BxNxLxL, deterministic=deterministic)
       out_BxLxNxD = jnp.einsum('bnts,bsnd->btnd', probs_BxNxLxL, v_BxLxNxD)
     else:
@@ -441,7 +442,7 @@ class TransformerLayer(nn.Module):
     def residual(x, sublayer, norm_name):
       norm = layer_norm(spec, 'embed', name=norm_name)
       y = sublayer(norm(x) if spec.pre_layer_norm else x)
-      x = x + nn.Dropout(spec.dropout_rate)(y, deterministic=deterministic)
+      x = x + dropout_lib.Dropout(spec.dropout_rate)(y, deterministic=deterministic)
       return x if spec.pre_layer_norm else norm(x)
 
     attention, mlp = self.shared_attention, self.shared_mlp

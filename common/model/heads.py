@@ -13,9 +13,34 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from common.model import dropout as dropout_lib
 from common.model import encoder as encoder_lib
 
 Array = jax.Array
+
+
+@jax.custom_vjp
+def add_output_bias(logits_BxPxV: Array, bias_V: Array) -> Array:
+  """logits + bias, whose bias gradient is a dot with ones instead of a column sum.
+
+  Same values both ways; XLA:CPU runs the column sum over [B * P, V] as scalar code
+  (~80-150 ms for ELECTRA-Small's 608 x 30522 generator logits on 2 cores) and the dot
+  in ~2 ms.
+  """
+  return logits_BxPxV + bias_V
+
+
+def _add_output_bias_fwd(logits_BxPxV, bias_V):
+  return logits_BxPxV + bias_V, None
+
+
+def _add_output_bias_bwd(_, grad_BxPxV):
+  grad_NxV = grad_BxPxV.reshape(-1, grad_BxPxV.shape[-1])
+  ones_N = jnp.ones(grad_NxV.shape[:1], grad_NxV.dtype)
+  return grad_BxPxV, jnp.dot(ones_N, grad_NxV, precision=jax.lax.Precision.HIGHEST)
+
+
+add_output_bias.defvjp(_add_output_bias_fwd, _add_output_bias_bwd)
 
 
 def gather_positions(x_BxLxD: Array, positions_BxP: Array) -> Array:
@@ -59,7 +84,7 @@ class MaskedLMHead(nn.Module):
         x_BxPxE)
     bias_V = self.param('output_bias', encoder_lib.zeros_init(('vocab',)),
                         (spec.vocab_size,), jnp.float32)
-    return attend_fn(x_BxPxE).astype(jnp.float32) + bias_V
+    return add_output_bias(attend_fn(x_BxPxE).astype(jnp.float32), bias_V)
 
 
 class Pooler(nn.Module):
@@ -89,7 +114,7 @@ class ClassificationHead(nn.Module):
   @nn.compact
   def __call__(self, pooled_BxH: Array, *, deterministic: bool = True) -> Array:
     spec = encoder_lib.EncoderSpec.from_config(self.config)
-    x_BxH = nn.Dropout(self.dropout_rate)(pooled_BxH, deterministic=deterministic)
+    x_BxH = dropout_lib.Dropout(self.dropout_rate)(pooled_BxH, deterministic=deterministic)
     logits_BxC = nn.Dense(
         self.num_classes, dtype=spec.compute_dtype, param_dtype=jnp.float32,
         kernel_init=encoder_lib.kernel_init(spec, ('embed', 'classes')),
@@ -135,4 +160,4 @@ class SpanBoundaryHead(nn.Module):
       x = encoder_lib.layer_norm(spec, 'embed_out', name=f'layer_norm_{i}')(x)
     bias_V = self.param('output_bias', encoder_lib.zeros_init(('vocab',)),
                         (spec.vocab_size,), jnp.float32)
-    return attend_fn(x).astype(jnp.float32) + bias_V
+    return add_output_bias(attend_fn(x).astype(jnp.float32), bias_V)

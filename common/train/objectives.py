@@ -27,7 +27,6 @@ import optax
 from common import registry
 from common.data import span_boundary
 from common.errors import UserError
-from common.model import argmax as argmax_lib
 from common.model import mlm_model
 from common.model import span_boundary_model
 from common.train import flops
@@ -93,7 +92,11 @@ def masked_lm_loss(logits_BxPxV: jax.Array, ids_BxP: jax.Array,
   """
   per_token = optax.softmax_cross_entropy_with_integer_labels(logits_BxPxV, ids_BxP)
   loss_sum, count = metrics_lib.weighted(per_token, weights_BxP)
-  correct = argmax_lib.argmax(logits_BxPxV) == ids_BxP
+  # The target's logit is the largest: argmax == target but for exact ties at the
+  # top, and one vectorized max instead of an arg-max pass over [B, P, V] (~7% of an
+  # ELECTRA-Small step on CPU; common/model/argmax.py).
+  target_BxP = jnp.take_along_axis(logits_BxPxV, ids_BxP[..., None], axis=-1)[..., 0]
+  correct = target_BxP >= jnp.max(logits_BxPxV, axis=-1)
   return loss_sum / jnp.maximum(count, 1.0), {
       'mlm_loss': (loss_sum, count),
       'mlm_accuracy': metrics_lib.weighted(correct, weights_BxP),

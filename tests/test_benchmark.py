@@ -1,0 +1,119 @@
+"""launch.benchmark on a tiny config: the table and JSON, a sweep, --compare=hf, bad input.
+
+The figures themselves are not tested (timings are the command's job, not a test's);
+what is: every field is there, positive and consistent (tokens/s is tokens per step
+over the median step time, model FLOPs per token are the objective's).
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from experiments import bert
+from tests import conftest
+from tests.cli_batch import REPO
+from tests.cli_batch import TINY
+from tests.cli_batch import cli_env
+from tests.cli_batch import run_batch
+
+FAST = ['--steps=2', '--warmup=1', '--roofline_size=256']
+
+
+def run(args: list[str], tmp_path, timeout: float = 300) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'launch.benchmark', *args], cwd=REPO,
+                        env=cli_env(str(tmp_path)), capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def tiny_flops_per_token() -> float:
+  """The objective's FLOPs per token for the TINY overrides."""
+  from common.train import objectives  # pylint: disable=g-import-not-at-top
+  config = bert.get_config('demo')
+  for arg in TINY[1:]:
+    key, value = arg[len('--config.'):].split('=')
+    section, field = key.split('.')
+    config[section][field] = type(config[section][field])(value)
+  return objectives.get_objective(config).flops_per_token
+
+
+def check_row(row: dict, tokens_per_step: int, flops_per_token: float) -> None:
+  ms = row['step_ms']
+  assert 0 < ms['min'] <= ms['p10'] <= ms['median'] <= ms['p90'] <= ms['max']
+  assert row['tokens_per_step'] == tokens_per_step
+  assert row['tokens_per_sec'] == pytest.approx(tokens_per_step / (ms['median'] / 1e3))
+  assert row['model_flops_per_token'] == pytest.approx(flops_per_token)
+  assert row['model_flops_per_sec'] == pytest.approx(
+      row['tokens_per_sec'] * flops_per_token)
+  assert 0 < row['roofline_fraction']
+  assert row['peak_memory_bytes'] > 0 and row['peak_memory_kind'] == 'peak RSS'
+  assert row['mfu'] is None  # No known peak for CPUs.
+
+
+@pytest.fixture(scope='module')
+def measured(tmp_path_factory):
+  """One run of the command on TINY: with --compare=hf when the 'hf' extra is there
+  (one JAX compilation serves both tests), a one-point sweep per axis, each the
+  config's own (a compilation cache hit) except the unrolled layers."""
+  tmp_path = tmp_path_factory.mktemp('benchmark')
+  out = tmp_path / 'bench.json'
+  try:
+    conftest.import_hf()
+    compare = ['--compare=hf']
+  except pytest.skip.Exception:
+    compare = []
+  result = run([*TINY, *FAST, *compare, f'--output={out}', '--sweep', '--sweep_batch=16',
+                '--sweep_length=64', '--sweep_depth=2', '--sweep_steps=1'], tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout, json.loads(out.read_text())
+
+
+def test_table_json_and_sweep(measured):
+  stdout, data = measured
+  for label in ('compile', 'ms/step (median)', 'tokens/s', 'model FLOPs/token',
+                'model FLOP/s', 'of matmul roofline', 'MFU', 'peak memory',
+                'matmul roofline:', 'input pipeline alone:', 'batch size',
+                'sequence length', 'depth'):
+    assert label in stdout, label
+  row = data['rows'][0]
+  check_row(row, 16 * 64, tiny_flops_per_token())
+  assert row['name'] == 'JAX (this repo)' and row['compile_s'] > 0
+  assert row['parameters'] > 0
+  assert data['pipeline']['examples_per_sec'] > 0
+  assert data['roofline_flops_per_sec'] > 0
+  sweep = data['sweep']
+  assert [p['batch_size'] for p in sweep['batch_size']] == [16]
+  assert [p['max_seq_length'] for p in sweep['max_seq_length']] == [64]
+  (depth,) = sweep['num_layers']
+  assert depth['num_layers'] == 2
+  assert depth['scan']['step_ms'] > 0 and depth['unrolled']['compile_s'] > 0
+
+
+def test_compare_hf(measured):
+  conftest.import_hf()
+  stdout, data = measured
+  assert 'HF PyTorch' in stdout and 'JAX / HF tokens/s' in stdout
+  jax_row, hf_row = data['rows']
+  check_row(hf_row, 16 * 64, tiny_flops_per_token())
+  assert hf_row['compile_s'] is None and hf_row['architectures'] == ['BertForPreTraining']
+  assert hf_row['parameters'] == jax_row['parameters']  # The same model.
+  assert data['ratio'] == pytest.approx(
+      jax_row['tokens_per_sec'] / hf_row['tokens_per_sec'])
+  assert any('every position onto the vocabulary' in n for n in data['notes'])
+
+
+def test_bad_input_is_one_error_line(tmp_path):
+  cases = {'compare': (['--compare=tf'], 'compare'),
+           'steps': (['--steps=0'], '--steps'),
+           'sweep': (['--sweep', '--sweep_batch=two'], 'sweep_batch'),
+           'config': (['--config.model.dropout_rat=0.1'], 'dropout_rat')}
+  results = run_batch('launch.benchmark', [
+      {'id': name, 'argv': [*TINY, *args, '--nopipeline'], 'timeout': 120}
+      for name, (args, _) in cases.items()], str(tmp_path))
+  for name, (_, message) in cases.items():
+    result = results[name]
+    errors = [l for l in result['stderr'].splitlines() if l.startswith('error:')]
+    assert result['status'] == 2, (name, result['stderr'][-2000:])
+    assert len(errors) == 1 and message in errors[0], (name, errors)
+    assert 'Traceback' not in result['stderr'] and not result['stdout'].strip()
