@@ -4,7 +4,9 @@ r"""Times the train step of an experiment on synthetic batches, beside Hugging F
       --config.train.batch_size=32 --compare=hf
   python -m launch.benchmark --config=experiments/bert.py:base \
       --config.train.batch_size=8 --steps=10 --output=/tmp/bert_base.json
-  python -m launch.benchmark --config=experiments/bert.py:demo --sweep
+  python -m launch.benchmark --config=experiments/electra.py:small \
+      --config.train.batch_size=32 --profile=/tmp/electra_small_trace
+  python -m launch.benchmark --config=experiments/bert.py:demo --sweep --plot=sweep.png
 
 The step is the one `launch.train` runs for the config (objective, optimizer, state
 shardings, donation; common/train/benchmark.py), timed after warm-up on synthetic
@@ -16,7 +18,9 @@ pipeline alone (examples/s). `--compare=hf` then runs the same model, batch and
 optimizer in transformers (PyTorch) in a subprocess, after JAX finished, so each had
 the machine alone, and prints both rows and their ratio (common/interop/hf_benchmark.py
 says what differs). `--sweep` times half and double batch and length and several depths
-with and without nn.scan. Accelerator settings are overrides like any other:
+with and without nn.scan (`--plot` draws it). `--profile=DIR` traces a few steps with
+jax.profiler and prints the operations that took the most time, each with the line of
+the model it comes from. Accelerator settings are overrides like any other:
 `--config.model.dtype=bfloat16 --config.model.attention_impl=cudnn
 --config.model.remat_policy=dots --config.mesh.shape.fsdp=-1`.
 """
@@ -53,6 +57,10 @@ _SWEEP_LENGTH = flags.DEFINE_list('sweep_length', None, 'Sequence lengths of the
                                   '(default: half, the config, double if it fits).')
 _SWEEP_DEPTH = flags.DEFINE_list('sweep_depth', None, 'Depths of the sweep (default: 1, '
                                  'half, the config).')
+_PROFILE = flags.DEFINE_string(
+    'profile', None, 'Also trace 3 steps with jax.profiler into this directory and print '
+    'the operations that took the most time (common/train/benchmark_profile.py).')
+_PLOT = flags.DEFINE_string('plot', None, 'With --sweep: also draw it into this PNG.')
 _SWEEP_STEPS = flags.DEFINE_integer('sweep_steps', 3, 'Timed steps per sweep point.')
 _PIPELINE = flags.DEFINE_bool('pipeline', True, "Also time the config's input pipeline "
                               'alone (builds its tokenizer in a temporary directory).')
@@ -151,6 +159,10 @@ def measure(config) -> dict:
   timer.run(_STEPS.value, _WARMUP.value)
   timing = timer.timing
   peak_memory = benchmark.peak_memory_bytes()  # Before anything else allocates.
+  profile = None
+  if _PROFILE.value:
+    from common.train import benchmark_profile  # pylint: disable=g-import-not-at-top
+    profile = benchmark_profile.profile(timer, _PROFILE.value)
   hf_runs = []
   if models is not None:
     hf_runs.append(_hf_run(config, objective, models, threads))
@@ -188,7 +200,7 @@ def measure(config) -> dict:
       'roofline_note': f'{dtype} [{_ROOFLINE_SIZE.value}, {_ROOFLINE_SIZE.value}] matmul '
                        'in XLA, best of 5',
       'batch_size': config.train.batch_size, 'seq_len': config.data.max_seq_length,
-      'pipeline': pipeline, 'notes': notes, 'config': json.loads(config.to_json_best_effort()),
+      'pipeline': pipeline, 'profile': profile, 'notes': notes, 'config': json.loads(config.to_json_best_effort()),
   }
   if _SWEEP.value:
     result['sweep'] = benchmark_sweep.sweep(
@@ -200,6 +212,9 @@ def measure(config) -> dict:
 def report(result: dict) -> str:
   from common.train import benchmark_report  # pylint: disable=g-import-not-at-top
   text = benchmark_report.table(result)
+  if result.get('profile'):
+    from common.train import benchmark_profile  # pylint: disable=g-import-not-at-top
+    text += '\n\n' + benchmark_profile.table(result['profile'])
   sweep = result.get('sweep')
   if sweep:
     text += '\n\n' + '\n\n'.join(
@@ -214,6 +229,11 @@ def main(argv: list[str]) -> None:
   config = check_loaded(argv, _CONFIG, None, example='experiments/electra.py:small')
   if min(_STEPS.value, _SWEEP_STEPS.value, _ROUNDS.value) < 1 or _WARMUP.value < 0:
     fail('--steps, --sweep_steps and --rounds must be >= 1, --warmup >= 0')
+  if _PLOT.value and not _SWEEP.value:
+    fail('--plot draws the sweep: add --sweep')
+  for path in (_OUTPUT.value, _PLOT.value):
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+      fail(f'no directory for {path}')
   result = run_main(lambda: measure(config))
   print(report(result), flush=True)
   if _OUTPUT.value:
@@ -221,6 +241,11 @@ def main(argv: list[str]) -> None:
       from common import atomic_files  # pylint: disable=g-import-not-at-top
       atomic_files.write_text(_OUTPUT.value, json.dumps(result, indent=2) + '\n')
     run_main(write)
+  if _PLOT.value:
+    def draw():
+      from common.train import benchmark_report  # pylint: disable=g-import-not-at-top
+      benchmark_report.plot_sweep(result['sweep'], result['title'], _PLOT.value)
+    run_main(draw)
 
 
 if __name__ == '__main__':

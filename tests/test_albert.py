@@ -129,9 +129,11 @@ def test_remat_and_dropout_with_sharing(sharing, scan_layers):
   (ref_loss, ref_grads), (loss, grads), (other_loss, _) = jax.jit(lambda: (
       loss_and_grads('none', 7), loss_and_grads('full', 7),
       loss_and_grads('none', 8)))()
-  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  # The loss sums LayerNorm outputs (~0.1 out of terms ~1): float32 rounding of the
+  # recomputation shows as ~3e-6 absolute; a different mask would move it by far more.
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=2e-5)
   assert_trees_close(ref_grads, grads, rtol=1e-4)
-  assert not np.isclose(loss, other_loss)
+  assert not np.isclose(loss, other_loss, rtol=1e-5, atol=2e-5)
 
 
 def test_shared_params_have_logical_axes_and_no_layers_axis():

@@ -1,4 +1,5 @@
-"""launch.benchmark on a tiny config: the table and JSON, a sweep, --compare=hf, bad input.
+"""launch.benchmark on a tiny config: the table and JSON, a sweep and its plot, a profile,
+--compare=hf, the memory check, bad input.
 
 The figures themselves are not tested (timings are the command's job, not a test's);
 what is: every field is there, positive and consistent (tokens/s is tokens per step
@@ -8,6 +9,7 @@ over the median step time, model FLOPs per token are the objective's).
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -64,8 +66,11 @@ def measured(tmp_path_factory):
   except pytest.skip.Exception:
     compare = []
   result = run([*TINY, *FAST, *compare, f'--output={out}', '--sweep', '--sweep_batch=16',
-                '--sweep_length=64', '--sweep_depth=2', '--sweep_steps=1'], tmp_path)
+                '--sweep_length=64', '--sweep_depth=2', '--sweep_steps=1',
+                f'--plot={tmp_path / "sweep.png"}', f'--profile={tmp_path / "trace"}'],
+               tmp_path)
   assert result.returncode == 0, result.stderr[-2000:]
+  assert (tmp_path / 'sweep.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   return result.stdout, json.loads(out.read_text())
 
 
@@ -82,6 +87,10 @@ def test_table_json_and_sweep(measured):
   assert row['parameters'] > 0
   assert data['pipeline']['examples_per_sec'] > 0
   assert data['roofline_flops_per_sec'] > 0
+  profile = data['profile']
+  assert 'profile (' in stdout and profile['step_ms'] > 0
+  assert profile['operations'] and all(op['ms'] > 0 for op in profile['operations'])
+  assert any('dot_general' in op['source'] for op in profile['operations'])
   sweep = data['sweep']
   assert [p['batch_size'] for p in sweep['batch_size']] == [16]
   assert [p['max_seq_length'] for p in sweep['max_seq_length']] == [64]
@@ -107,7 +116,10 @@ def test_bad_input_is_one_error_line(tmp_path):
   cases = {'compare': (['--compare=tf'], 'compare'),
            'steps': (['--steps=0'], '--steps'),
            'sweep': (['--sweep', '--sweep_batch=two'], 'sweep_batch'),
-           'config': (['--config.model.dropout_rat=0.1'], 'dropout_rat')}
+           'plot': (['--plot=/tmp/sweep.png'], 'add --sweep'),
+           'config': (['--config.model.dropout_rat=0.1'], 'dropout_rat'),
+           'cudnn on cpu': (['--config.model.attention_impl=cudnn',
+                             '--config.model.dtype=bfloat16'], 'needs NVIDIA GPUs')}
   results = run_batch('launch.benchmark', [
       {'id': name, 'argv': [*TINY, *args, '--nopipeline'], 'timeout': 120}
       for name, (args, _) in cases.items()], str(tmp_path))
@@ -117,3 +129,23 @@ def test_bad_input_is_one_error_line(tmp_path):
     assert result['status'] == 2, (name, result['stderr'][-2000:])
     assert len(errors) == 1 and message in errors[0], (name, errors)
     assert 'Traceback' not in result['stderr'] and not result['stdout'].strip()
+
+
+def test_a_step_that_does_not_fit_names_a_batch_that_does(monkeypatch):
+  """The memory check (run after compiling, before any step): a step whose new
+  buffers exceed the free memory is refused with a batch size that fits."""
+  from common.errors import UserError  # pylint: disable=g-import-not-at-top
+  from common.train import benchmark  # pylint: disable=g-import-not-at-top
+
+  class Compiled:
+    def memory_analysis(self):
+      return types.SimpleNamespace(temp_size_in_bytes=40 * 2**30,
+                                   output_size_in_bytes=2**30, alias_size_in_bytes=2**30)
+
+  config = bert.get_config('base')
+  monkeypatch.setattr(benchmark, 'free_bytes_per_device', lambda: 20 * 2**30)
+  with pytest.raises(UserError, match=r'needs 40.0 GiB .* 20.0 GiB is free: try '
+                     r'--config.train.batch_size=112 '):
+    benchmark.check_fits(Compiled(), config, data_parallel=8)
+  monkeypatch.setattr(benchmark, 'free_bytes_per_device', lambda: 41 * 2**30)
+  benchmark.check_fits(Compiled(), config, data_parallel=8)  # Fits: no error.

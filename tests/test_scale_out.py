@@ -63,6 +63,12 @@ for name, shape in layouts.items():
   query = state.params['encoder']['layers']['attention']['query']['kernel']
   shard = query.addressable_shards[0].data.shape
   assert shard == expected_query_shard[name], (name, shard)
+  # Adam's moments are laid out as their parameters: FSDP shards the optimizer state too.
+  moments = [leaf for leaf in jax.tree.leaves(state.opt_state)
+             if getattr(leaf, 'shape', None) == query.shape]
+  assert len(moments) >= 2, name
+  for moment in moments:
+    assert moment.addressable_shards[0].data.shape == shard, (name, 'opt_state')
   states[name] = (state, shardings, mesh)
   print(name, 'ok', losses)
 

@@ -175,6 +175,7 @@ class StepTimer:
       batch = loop.global_batch(self._host_batches[0], mesh, keys)
       start = time.perf_counter()
       self._compiled = step_fn.lower(self._state, batch, self._rng).compile()
+    check_fits(self._compiled, config, dp)
     self.timing = StepTiming(
         compile_s=time.perf_counter() - start, step_seconds=[], cpu_seconds=[],
         tokens_per_step=config.train.batch_size * config.data.max_seq_length,
@@ -182,8 +183,13 @@ class StepTimer:
         parameters=int(sum(x.size for x in jax.tree.leaves(self._state.params))))
     self._steps_run = 0
 
-  def run(self, steps: int, warmup: int) -> None:
-    """Runs `warmup` untimed steps, then times `steps` more into `timing`."""
+  def hlo_text(self) -> str:
+    """The compiled step's HLO module, as text."""
+    return self._compiled.as_text()
+
+  def run(self, steps: int, warmup: int, record: bool = True) -> None:
+    """Runs `warmup` untimed steps, then times `steps` more into `timing` (unless
+    `record` is False: steps under the profiler)."""
     if steps < 1 or warmup < 0:
       raise UserError(f'--steps must be >= 1 and warm-up >= 0, got {steps}, {warmup}')
     with sharding.mesh_context(self._mesh):
@@ -194,7 +200,7 @@ class StepTimer:
         batch = loop.global_batch(host, self._mesh, self._keys)
         self._state, metrics = self._compiled(self._state, batch, self._rng)
         jax.block_until_ready((self._state, metrics))
-        if i >= warmup:
+        if i >= warmup and record:
           self.timing.step_seconds.append(time.perf_counter() - start)
           self.timing.cpu_seconds.append(time.process_time() - cpu_start)
     if not np.isfinite(float(metrics['loss'][0])):
@@ -207,6 +213,47 @@ def time_train_step(config, *, steps: int = 10, warmup: int = 2,
   timer = StepTimer(config, seed)
   timer.run(steps, warmup)
   return timer.timing
+
+
+def free_bytes_per_device() -> int | None:
+  """Memory one more allocation can take per local device: the accelerator's limit
+  less what is in use, or the host's available memory shared by its CPU devices
+  (None where neither is known)."""
+  devices = jax.local_devices()
+  stats = devices[0].memory_stats() if devices[0].platform != 'cpu' else None
+  if stats and 'bytes_limit' in stats:
+    return int(stats['bytes_limit'] - stats.get('bytes_in_use', 0))
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024 // len(devices)
+  except OSError:
+    pass
+  return None
+
+
+def check_fits(compiled, config, data_parallel: int) -> None:
+  """UserError when one step's new buffers (XLA's temporaries and un-donated outputs,
+  per device) exceed the free memory, naming a batch size that would fit: the command
+  says so instead of being killed mid-step."""
+  try:
+    stats = compiled.memory_analysis()
+    need = stats.temp_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+  except Exception:  # pylint: disable=broad-except
+    return
+  free = free_bytes_per_device()
+  if free is None or need <= free:
+    return
+  batch, unit = config.train.batch_size, data_parallel * config.train.grad_accum_steps
+  fits = int(batch * 0.9 * free / need) // unit * unit  # 10% margin: estimates.
+  hint = (f'try --config.train.batch_size={fits}' if fits >= unit else
+          'try a smaller model, a shorter data.max_seq_length or more devices')
+  raise UserError(
+      f'one train step of {config.name} at batch {batch} x {config.data.max_seq_length} '
+      f'needs {need / 2**30:.1f} GiB per device beyond the train state and '
+      f'{free / 2**30:.1f} GiB is free: {hint} (or raise train.grad_accum_steps, or '
+      "set model.remat_policy 'full')")
 
 
 def matmul_roofline(dtype: str = 'float32', size: int = 2048, repeats: int = 5) -> float:

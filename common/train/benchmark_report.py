@@ -125,3 +125,47 @@ def depth_table(points: list[dict[str, Any]]) -> str:
                  f"{p['scan']['step_ms']:>13.0f} {p['unrolled']['compile_s']:>16.1f}s "
                  f"{p['unrolled']['step_ms']:>17.0f}")
   return '\n'.join(lines)
+
+
+def plot_sweep(sweep: dict[str, Any], title: str, path: str) -> None:
+  """The sweep as a PNG: step time against batch size and against sequence length
+  (log-log, with the line of time proportional to the first point), and step and
+  compile time against depth under nn.scan and unrolled."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+  for ax, key, label in ((axes[0], 'batch_size', 'batch size'),
+                         (axes[1], 'max_seq_length', 'sequence length')):
+    points = sweep[key]
+    xs, ys = [p[key] for p in points], [p['step_ms'] for p in points]
+    ax.plot(xs, ys, marker='o', label='measured')
+    if xs:
+      ax.plot(xs, [ys[0] * x / xs[0] for x in xs], color='gray', linestyle='--',
+              label=f'proportional to {label}')
+    ax.set_xscale('log', base=2)
+    ax.set_yscale('log')
+    ax.set_xlabel(label)
+    ax.set_ylabel('ms / step')
+    ax.legend(fontsize='small')
+  depth = sweep['num_layers']
+  layers = [p['num_layers'] for p in depth]
+  ax = axes[2]
+  for name, style in (('scan', '-'), ('unrolled', '--')):
+    ax.plot(layers, [p[name]['step_ms'] for p in depth], marker='o', linestyle=style,
+            color='C0', label=f'step, {name}')
+  ax.set_xlabel('layers')
+  ax.set_ylabel('ms / step', color='C0')
+  twin = ax.twinx()
+  for name, style in (('scan', '-'), ('unrolled', '--')):
+    twin.plot(layers, [p[name]['compile_s'] for p in depth], marker='s', linestyle=style,
+              color='C3', label=f'compile, {name}')
+  twin.set_ylabel('compile s', color='C3')
+  lines = ax.get_legend_handles_labels()
+  twin_lines = twin.get_legend_handles_labels()
+  ax.legend(lines[0] + twin_lines[0], lines[1] + twin_lines[1], fontsize='small')
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -89,8 +89,13 @@ def check_train_config(train) -> None:
 
 
 def check_devices(config, mesh) -> None:
-  """The batch sizes split over the mesh's data axes and the processes."""
+  """The batch sizes split over the mesh's data axes and the processes; the attention
+  implementation exists on these devices."""
   train = config.train
+  platform = mesh.devices.flat[0].platform
+  if config.model.get('attention_impl') == 'cudnn' and platform != 'gpu':
+    raise UserError(f"model.attention_impl 'cudnn' needs NVIDIA GPUs; these devices are "
+                    f"{platform}: use model.attention_impl 'xla'")
   dp, accum, processes = sharding.data_parallel_size(mesh), train.grad_accum_steps, \
       jax.process_count()
   if train.batch_size % (dp * accum):
