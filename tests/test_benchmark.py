@@ -19,6 +19,8 @@ from tests.cli_batch import REPO
 from tests.cli_batch import TINY
 from tests.cli_batch import cli_env
 from tests.cli_batch import run_batch
+from tests.test_experiments import RECIPE_SIZES
+from tests.test_experiments import get_config
 
 FAST = ['--steps=2', '--warmup=1', '--roofline_size=256']
 
@@ -149,3 +151,45 @@ def test_a_step_that_does_not_fit_names_a_batch_that_does(monkeypatch):
     benchmark.check_fits(Compiled(), config, data_parallel=8)
   monkeypatch.setattr(benchmark, 'free_bytes_per_device', lambda: 41 * 2**30)
   benchmark.check_fits(Compiled(), config, data_parallel=8)  # Fits: no error.
+
+
+@pytest.mark.parametrize('recipe, size', RECIPE_SIZES)
+def test_every_recipe_and_size_gets_a_synthetic_batch(recipe, size, tiny_bert_workdir):
+  """The benchmark can feed every recipe's step at every size: the synthetic batch has
+  each field its objective reads, at the config's shape (distillation recipes with a
+  teacher, as they need one to train)."""
+  from common.train import benchmark  # pylint: disable=g-import-not-at-top
+  from common.train import objectives  # pylint: disable=g-import-not-at-top
+  config = get_config(recipe, size)
+  if 'teacher' in config and 'path' in config.teacher:
+    config.teacher.path = tiny_bert_workdir
+    config.teacher.init_student = False
+    # The tiny teacher's vocabulary, width and heads (tests/conftest.py tiny_config).
+    config.model.update(vocab_size=600, hidden_size=64, num_heads=2)
+  config.train.batch_size = 2
+  config = objectives.configure(config)
+  keys = objectives.get_objective(config).batch_keys
+  batch = benchmark.synthetic_batch(config, keys)
+  assert set(batch) == set(keys)
+  assert batch['input_ids'].shape == (2, config.data.max_seq_length)
+  assert batch['input_ids'].max() < config.model.vocab_size
+
+
+@pytest.mark.parametrize('recipe, architectures', [
+    ('roberta', ['RobertaForMaskedLM']), ('albert', ['AlbertForPreTraining']),
+    ('electra', ['ElectraForPreTraining', 'ElectraForMaskedLM'])])
+def test_compare_hf_for_the_other_families(recipe, architectures, tmp_path):
+  """--compare=hf builds each family's HF counterpart with as many parameters as ours
+  (ELECTRA: both networks, embeddings shared) and trains it on the same batch."""
+  conftest.import_hf()
+  out = tmp_path / 'bench.json'
+  tiny = [f'--config=experiments/{recipe}.py:demo', *TINY[1:]]
+  if recipe == 'albert':
+    tiny.append('--config.model.embedding_size=32')
+  result = run([*tiny, '--steps=1', '--warmup=0', '--nopipeline', '--roofline_size=128',
+                '--compare=hf', f'--output={out}'], tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  jax_row, hf_row = json.loads(out.read_text())['rows']
+  assert hf_row['architectures'] == architectures
+  assert hf_row['parameters'] == jax_row['parameters']
+  assert hf_row['tokens_per_sec'] > 0 and jax_row['tokens_per_sec'] > 0

@@ -30,6 +30,7 @@ from common.data import masking
 from common.data import span_boundary
 from common.data import tokenizer as tokenizer_lib
 from common.errors import UserError
+from common.train import frozen as frozen_lib
 from common.train import loop
 from common.train import objectives
 from common.train import optimizers
@@ -46,7 +47,7 @@ def synthetic_batch(config, keys: tuple[str, ...], seed: int = 0) -> dict[str, n
   """One host batch [train.batch_size, data.max_seq_length] with the fields `keys`.
 
   Rows are full length (no padding, the pipeline's worst case): [CLS] A [SEP] B [SEP]
-  of random non-special ids, masked by the recipe's token-level rule
+  of random non-special ids (token types 0 then 1; all 0 without a type table), masked by the recipe's token-level rule
   (common/data/masking.py `mask_tokens` with `config.masking`'s rates and budget; the
   shape is what matters, so any `masking.strategy` is timed with token masking), the
   span-boundary fields from the masked positions, random sentence labels.
@@ -67,6 +68,8 @@ def synthetic_batch(config, keys: tuple[str, ...], seed: int = 0) -> dict[str, n
   ids_BxL[:, 0] = tokenizer_lib.CLS_ID
   ids_BxL[:, [middle, length - 1]] = tokenizer_lib.SEP_ID
   segments_BxL = np.broadcast_to(np.arange(length) > middle, (rows, length))
+  if config.model.type_vocab_size < 2:  # One segment (RoBERTa): token type 0 throughout.
+    segments_BxL = np.zeros_like(segments_BxL)
   fields = [masking.mask_tokens(
       row, rng, mask_id=tokenizer_lib.MASK_ID, pad_id=tokenizer_lib.PAD_ID,
       special_ids=specials, random_token_ids=ordinary,
@@ -145,17 +148,14 @@ class StepTimer:
     config: an experiment ConfigDict (`objectives.configure` already applied).
 
   Raises:
-    UserError: a config the train loop would refuse, or an objective whose frozen
-      parameters (a distillation teacher) it cannot synthesise.
+    UserError: a config the train loop would refuse (a distillation recipe without
+      its teacher, `teacher.path`, among them).
   """
 
   def __init__(self, config, seed: int = 0):
     loop.check_train_config(config.train)
     optimizers.check_config(config.optimizer)
     objective = objectives.get_objective(config)
-    if objective.frozen is not None:
-      raise UserError(f'objective {objective.name!r} reads frozen parameters '
-                      f'({objective.frozen.name}); the benchmark does not time it yet')
     self._keys = keys = objective.batch_keys
     self._mesh = mesh = sharding.make_mesh(config.mesh.shape, dcn_data=config.mesh.dcn_data)
     loop.check_devices(config, mesh)
@@ -168,8 +168,12 @@ class StepTimer:
     init_batch = {k: jnp.asarray(np.repeat(self._host_batches[0][k][:1], dp, axis=0))
                   for k in keys}
     with sharding.mesh_context(mesh):
+      frozen = None
+      if objective.frozen is not None:  # A distillation teacher: loaded as train does.
+        frozen = frozen_lib.place(objective.frozen, frozen_lib.resolve(objective.frozen),
+                                  init_batch, mesh)
       self._state, shardings = train_step_lib.init_train_state(objective, tx, init_batch,
-                                                               init_rng, mesh)
+                                                               init_rng, mesh, frozen)
       step_fn = train_step_lib.make_train_step(objective, tx, schedule, shardings, mesh,
                                                config.train.grad_accum_steps)
       batch = loop.global_batch(self._host_batches[0], mesh, keys)
