@@ -97,7 +97,7 @@ def _setup_lines(config, timing, threads: int, peak) -> list[str]:
       f'model: {timing.parameters:,} parameters; dtype {model.dtype}, attention '
       f'{model.attention_impl}, remat {model.remat_policy}, scan_layers '
       f'{model.scan_layers}, grad_accum_steps {train.grad_accum_steps}, optimizer '
-      f'{config.optimizer.name}',
+      f'{config.optimizer.name}; host allocator: {host_memory.status()}',
   ]
 
 

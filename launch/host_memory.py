@@ -29,14 +29,35 @@ def _kernel_allows() -> bool:
     return False
 
 
+def status() -> str:
+  """What this process's allocator does, in words, for reports."""
+  if TUNABLE in os.environ.get('GLIBC_TUNABLES', ''):
+    return f'transparent huge pages (GLIBC_TUNABLES={TUNABLE})'
+  if os.environ.get('BERT_FAMILY_HUGE_PAGES') == '0':
+    return 'default pages (BERT_FAMILY_HUGE_PAGES=0)'
+  return 'default pages (huge pages need Linux, glibc >= 2.35 and THP not "never")'
+
+
+def reexec_applies() -> bool:
+  """Whether a launch command gets huge pages here: Linux with glibc >= 2.35 (the
+  tunable's first release), a kernel that gives them on request, not turned off."""
+  libc, version = platform.libc_ver()
+  try:
+    recent = tuple(int(v) for v in version.split('.')[:2]) >= (2, 35)
+  except ValueError:
+    recent = False
+  return (os.environ.get('BERT_FAMILY_HUGE_PAGES') != '0'
+          and sys.platform.startswith('linux') and libc == 'glibc' and recent
+          and _kernel_allows())
+
+
 def reexec_with_huge_pages() -> None:
   """Re-executes this `python -m launch.<verb> ...` with the tunable; returns (and does
-  nothing) when it is set already, turned off, or not applicable. Call it first thing
-  in a command's `__main__` block, never from a library."""
+  nothing) when it is set already or does not apply (`reexec_applies`). Call it first
+  thing in a command's `__main__` block, never from a library."""
   tunables = os.environ.get('GLIBC_TUNABLES', '')
-  if (TUNABLE in tunables or os.environ.get('BERT_FAMILY_HUGE_PAGES') == '0'
-      or not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc'
-      or not _kernel_allows() or len(sys.orig_argv) < 3 or sys.orig_argv[1] != '-m'):
+  if (TUNABLE in tunables or not reexec_applies() or len(sys.orig_argv) < 3
+      or sys.orig_argv[1] != '-m'):
     return
   env = dict(os.environ, GLIBC_TUNABLES=':'.join(filter(None, (tunables, TUNABLE))))
   sys.stdout.flush()

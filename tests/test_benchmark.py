@@ -14,6 +14,7 @@ import types
 import pytest
 
 from experiments import bert
+from launch import host_memory
 from tests import conftest
 from tests.cli_batch import REPO
 from tests.cli_batch import TINY
@@ -85,6 +86,9 @@ def test_table_json_and_sweep(measured):
     assert label in stdout, label
   row = data['rows'][0]
   check_row(row, 16 * 64, tiny_flops_per_token())
+  # The command re-executed itself with huge pages wherever the kernel offers them.
+  if host_memory.reexec_applies():
+    assert 'host allocator: transparent huge pages' in stdout
   assert row['name'] == 'JAX (this repo)' and row['compile_s'] > 0
   assert row['parameters'] > 0
   assert data['pipeline']['examples_per_sec'] > 0
