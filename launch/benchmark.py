@@ -171,6 +171,10 @@ def measure(config) -> dict:
       hf_runs.append(_hf_run(config, objective, models, threads))
   dtype = 'bfloat16' if config.model.dtype == 'bfloat16' else 'float32'
   roofline = benchmark.matmul_roofline(dtype, _ROOFLINE_SIZE.value)
+  # One device's matmul, times the devices the step runs on: accelerators each have
+  # their own; a host's CPU devices share its cores.
+  copies = jax.process_count() if jax.devices()[0].platform == 'cpu' else jax.device_count()
+  roofline *= copies
   peak = flops_lib.peak_flops_per_device(config.train)
   common = dict(roofline=roofline, peak=peak, devices=jax.device_count())
   rows = [benchmark_report.jax_row(timing, peak_memory=peak_memory, **common)]
@@ -197,7 +201,8 @@ def measure(config) -> dict:
       'ratio': benchmark_report.ratio(rows),
       'best_ratio': benchmark_report.ratio(rows, 'best_tokens_per_sec'),
       'roofline_flops_per_sec': roofline,
-      'roofline_note': f'{dtype} [{_ROOFLINE_SIZE.value}, {_ROOFLINE_SIZE.value}] matmul '
+      'roofline_note': f'{f"{copies} x " if copies > 1 else ""}'
+                       f'{dtype} [{_ROOFLINE_SIZE.value}, {_ROOFLINE_SIZE.value}] matmul '
                        'in XLA, best of 5',
       'batch_size': config.train.batch_size, 'seq_len': config.data.max_seq_length,
       'pipeline': pipeline, 'profile': profile, 'notes': notes, 'config': json.loads(config.to_json_best_effort()),
