@@ -62,6 +62,8 @@ def augment(data_dir: str, task_name: str, model: str, *, num_augmented: int,
   if task_name not in glue_config.TASKS:
     raise UserError(f'unknown task {task_name!r}; known tasks: '
                     f'{", ".join(glue_config.TASKS)}')
+  if not os.path.isdir(data_dir):
+    raise UserError(f'--data_dir {data_dir} does not exist')
   config = glue_config.get_config(task_name)
   config.data_dir = data_dir
   finetuning.check_config(config)

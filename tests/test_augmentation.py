@@ -137,3 +137,8 @@ def test_the_command_writes_train_aug_and_refuses_to_overwrite(mlm_workdir, tmp_
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'already exists' in errors[0]
   assert (tmp_path / 'train_aug.tsv').read_bytes() == before
+  missing = [*argv[:3], f'--data_dir={tmp_path / "missing"}', *argv[4:]]
+  proc = subprocess.run(missing, cwd=REPO, capture_output=True, text=True, timeout=300)
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert proc.returncode == 2 and errors == [f'error: --data_dir {tmp_path / "missing"} '
+                                             'does not exist']
