@@ -68,6 +68,28 @@ def test_dropout_rate_and_scale():
   assert 0.25 < np.mean(np.asarray(drawn, np.float32) == 0) < 0.35
 
 
+def test_mlm_accuracy_is_argmax_accuracy_with_its_tie_rule():
+  """masked_lm_loss's accuracy is mean(argmax == target) over weighted positions, ties
+  going to the first index as jnp.argmax: a target tied with an earlier index is wrong,
+  tied with a later one right."""
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(4, 6, 50)).astype(np.float32)
+  ids = rng.integers(0, 50, (4, 6))
+  logits[0, 0, [3, 9]] = 10.0
+  ids[0, :2] = [3, 9]  # Tied with index 9: counted right.
+  logits[0, 1] = logits[0, 0]  # Tied with index 3 before it: wrong.
+  logits[1, 0, ids[1, 0]] = 10.0  # Clearly right.
+  weights = (rng.random((4, 6)) < 0.8).astype(np.float32)
+  weights[:2, 0] = weights[0, 1] = 1.0
+  _, metrics = objectives.masked_lm_loss(jnp.asarray(logits), jnp.asarray(ids),
+                                         jnp.asarray(weights))
+  correct, count = metrics['mlm_accuracy']
+  expected = (np.argmax(logits, -1) == ids).astype(np.float32)
+  assert expected[0, 0] == 1 and expected[0, 1] == 0 and expected[1, 0] == 1
+  np.testing.assert_allclose(correct, np.sum(expected * weights), rtol=1e-6)
+  np.testing.assert_allclose(count, weights.sum())
+
+
 def test_output_bias_gradient_is_the_sum():
   rng = np.random.default_rng(1)
   logits = jnp.asarray(rng.normal(size=(4, 3, 50)), jnp.float32)

@@ -92,11 +92,15 @@ def masked_lm_loss(logits_BxPxV: jax.Array, ids_BxP: jax.Array,
   """
   per_token = optax.softmax_cross_entropy_with_integer_labels(logits_BxPxV, ids_BxP)
   loss_sum, count = metrics_lib.weighted(per_token, weights_BxP)
-  # The target's logit is the largest: argmax == target but for exact ties at the
-  # top, and one vectorized max instead of an arg-max pass over [B, P, V] (~7% of an
-  # ELECTRA-Small step on CPU; common/model/argmax.py).
-  target_BxP = jnp.take_along_axis(logits_BxPxV, ids_BxP[..., None], axis=-1)[..., 0]
-  correct = target_BxP >= jnp.max(logits_BxPxV, axis=-1)
+  # argmax(logits) == target, ties to the first index as jnp.argmax: no logit above
+  # the target's and none equal to it at a lower index. One vectorized reduction, where
+  # XLA:CPU runs an arg-max over [B, P, V] as scalar code (3 ms against 40 ms for
+  # ELECTRA-Small's generator logits [32, 19, 30522] on 2 cores).
+  target_BxPx1 = jnp.take_along_axis(logits_BxPxV, ids_BxP[..., None], axis=-1)
+  index_BxPxV = jax.lax.broadcasted_iota(jnp.int32, logits_BxPxV.shape, 2)
+  correct = ~jnp.any((logits_BxPxV > target_BxPx1)
+                     | ((logits_BxPxV == target_BxPx1) & (index_BxPxV < ids_BxP[..., None])),
+                     axis=-1)
   return loss_sum / jnp.maximum(count, 1.0), {
       'mlm_loss': (loss_sum, count),
       'mlm_accuracy': metrics_lib.weighted(correct, weights_BxP),
