@@ -155,7 +155,7 @@ def measure(config) -> dict:
   threads = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (
       os.cpu_count() or 1)
 
-  timer = benchmark.StepTimer(config)
+  timer = benchmark.StepTimer(config, objective=objective)
   timer.run(_STEPS.value, _WARMUP.value)
   timing = timer.timing
   peak_memory = benchmark.peak_memory_bytes()  # Before anything else allocates.

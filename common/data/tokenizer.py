@@ -218,12 +218,21 @@ def _check_specials(sp: spm.SentencePieceProcessor, name: str) -> None:
         f'as control symbols at ids 0..4 (it has {pieces})')
 
 
+class CorpusTooSmall(UserError):
+  """The corpus cannot give a tokenizer of the asked size; `supported` is the largest
+  vocabulary it can give."""
+
+  def __init__(self, message: str, supported: int):
+    super().__init__(message)
+    self.supported = supported
+
+
 def _training_error(e: RuntimeError, vocab_size: int) -> UserError:
   """Turns sentencepiece's trainer failures into one readable line."""
   msg = str(e)
   if m := _TOO_HIGH.search(msg):
-    return UserError(f'the corpus is too small for vocab_size {vocab_size}: '
-                     f'it supports at most {m.group(2)} pieces')
+    return CorpusTooSmall(f'the corpus is too small for vocab_size {vocab_size}: '
+                          f'it supports at most {m.group(2)} pieces', int(m.group(2)))
   if m := _TOO_LOW.search(msg):
     return UserError(f'vocab_size {vocab_size} is too small: this corpus needs at '
                      f'least {m.group(2)} pieces for its characters and specials')

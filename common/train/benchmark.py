@@ -110,11 +110,16 @@ def _cost(compiled) -> dict[str, float]:
   return {k: float(analysis[k]) for k in ('flops', 'bytes accessed') if k in (analysis or {})}
 
 
+def _accelerator_memory_stats() -> dict | None:
+  """The first local device's memory statistics; None on CPU (XLA:CPU keeps none)."""
+  device = jax.local_devices()[0]
+  return device.memory_stats() if device.platform != 'cpu' else None
+
+
 def peak_memory_bytes() -> tuple[int, str]:
   """(peak bytes, what was measured): device peak on accelerators, else the process's
   peak resident set."""
-  device = jax.local_devices()[0]
-  stats = device.memory_stats() if device.platform != 'cpu' else None
+  stats = _accelerator_memory_stats()
   if stats and 'peak_bytes_in_use' in stats:
     return int(stats['peak_bytes_in_use']), 'device peak'
   return peak_memory.peak_rss_bytes(), 'peak RSS'
@@ -146,16 +151,18 @@ class StepTimer:
 
   Args:
     config: an experiment ConfigDict (`objectives.configure` already applied).
+    seed: of the synthetic batches.
+    objective: the config's objective when the caller built it already.
 
   Raises:
     UserError: a config the train loop would refuse (a distillation recipe without
       its teacher, `teacher.path`, among them).
   """
 
-  def __init__(self, config, seed: int = 0):
+  def __init__(self, config, seed: int = 0, objective=None):
     loop.check_train_config(config.train)
     optimizers.check_config(config.optimizer)
-    objective = objectives.get_objective(config)
+    objective = objective or objectives.get_objective(config)
     self._keys = keys = objective.batch_keys
     self._mesh = mesh = sharding.make_mesh(config.mesh.shape, dcn_data=config.mesh.dcn_data)
     loop.check_devices(config, mesh)
@@ -223,15 +230,14 @@ def free_bytes_per_device() -> int | None:
   """Memory one more allocation can take per local device: the accelerator's limit
   less what is in use, or the host's available memory shared by its CPU devices
   (None where neither is known)."""
-  devices = jax.local_devices()
-  stats = devices[0].memory_stats() if devices[0].platform != 'cpu' else None
+  stats = _accelerator_memory_stats()
   if stats and 'bytes_limit' in stats:
     return int(stats['bytes_limit'] - stats.get('bytes_in_use', 0))
   try:
     with open('/proc/meminfo') as f:
       for line in f:
         if line.startswith('MemAvailable:'):
-          return int(line.split()[1]) * 1024 // len(devices)
+          return int(line.split()[1]) * 1024 // len(jax.local_devices())
   except OSError:
     pass
   return None
@@ -291,10 +297,8 @@ def pipeline_rate(config, *, batches: int = 20, warmup: int = 2) -> tuple[float,
   with tempfile.TemporaryDirectory() as workdir:
     try:
       data = pipeline.build_data(config, workdir)
-    except UserError as e:
-      supported = _supported_vocab(str(e))
-      if supported is None:
-        raise
+    except tokenizer_lib.CorpusTooSmall as e:
+      supported = e.supported
       note = (f'pipeline measured with a {supported}-piece tokenizer (the corpus gives '
               f'no {config.model.vocab_size})')
       config.model.vocab_size = config.tokenizer.vocab_size = supported
@@ -309,10 +313,3 @@ def pipeline_rate(config, *, batches: int = 20, warmup: int = 2) -> tuple[float,
     del iterator  # Stops its threads before anything else is timed.
   return rate, note
 
-
-def _supported_vocab(message: str) -> int | None:
-  """The vocabulary size a 'corpus is too small' tokenizer error says is possible."""
-  marker = 'it supports at most '
-  if marker not in message:
-    return None
-  return int(message.split(marker, 1)[1].split()[0])
